@@ -1,0 +1,284 @@
+//! `allgatherv`, `allreduce` and `broadcast` over the staging buffers.
+//!
+//! Every collective step writes into staging buffer `epoch % 2`, passes one
+//! barrier, and reads. A rank can only write the same buffer again two
+//! barriers later, after every peer has arrived at the barrier in between,
+//! that is after every peer finished reading: one barrier per step, no
+//! second "done reading" barrier. Payloads larger than a buffer are moved in
+//! windows, one step each.
+#![forbid(unsafe_code)]
+
+use std::mem::size_of;
+
+use cobre_comm::{CommError, ReduceOp};
+
+use crate::error::collective_failed;
+use crate::job::Job;
+use crate::reduce;
+use crate::sync::{OpKind, Signature};
+use crate::wire;
+
+/// Validate `allgatherv` arguments exactly as `cobre_comm::LocalBackend`
+/// does, generalised to `size` ranks.
+///
+/// # Errors
+/// `InvalidBufferSize` with the same fields the local backend reports.
+pub(crate) fn check_allgatherv(
+    rank: usize,
+    size: usize,
+    send_len: usize,
+    recv_len: usize,
+    counts: &[usize],
+    displs: &[usize],
+) -> Result<(), CommError> {
+    let bad = |expected, actual| CommError::InvalidBufferSize {
+        operation: "allgatherv",
+        expected,
+        actual,
+    };
+    if counts.len() != size {
+        return Err(bad(size, counts.len()));
+    }
+    if displs.len() != size {
+        return Err(bad(size, displs.len()));
+    }
+    if send_len != counts[rank] {
+        return Err(bad(counts[rank], send_len));
+    }
+    let required = counts
+        .iter()
+        .zip(displs)
+        .map(|(&c, &d)| d.saturating_add(c))
+        .max()
+        .unwrap_or(0);
+    if recv_len < required {
+        return Err(bad(required, recv_len));
+    }
+    Ok(())
+}
+
+/// Validate `allreduce` arguments exactly as `cobre_comm::LocalBackend` does.
+///
+/// # Errors
+/// `InvalidBufferSize` with the local backend's fields.
+pub(crate) fn check_allreduce(send_len: usize, recv_len: usize) -> Result<(), CommError> {
+    if send_len != recv_len {
+        return Err(CommError::InvalidBufferSize {
+            operation: "allreduce",
+            expected: send_len,
+            actual: recv_len,
+        });
+    }
+    if send_len == 0 {
+        return Err(CommError::InvalidBufferSize {
+            operation: "allreduce",
+            expected: 1,
+            actual: 0,
+        });
+    }
+    Ok(())
+}
+
+impl Job {
+    fn staging(&self, parity_epoch: u32) -> usize {
+        self.control
+            .layout()
+            .staging_buffer(parity_epoch as usize & 1)
+    }
+
+    fn staging_bytes(&self) -> usize {
+        self.control.layout().staging_bytes
+    }
+
+    /// Elements of `T` per window.
+    fn window<T>(&self, op: &'static str) -> Result<usize, CommError> {
+        let per = self.staging_bytes() / size_of::<T>().max(1);
+        if per == 0 {
+            return Err(collective_failed(
+                op,
+                format!(
+                    "element type {} ({} bytes) is larger than the {}-byte staging buffer; \
+                     raise COBRE_SHM_STAGING_BYTES",
+                    std::any::type_name::<T>(),
+                    size_of::<T>(),
+                    self.staging_bytes()
+                ),
+            ));
+        }
+        Ok(per)
+    }
+
+    pub(crate) fn allgatherv<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<(), CommError> {
+        check_allgatherv(self.rank, self.size, send.len(), recv.len(), counts, displs)?;
+        let mut sig = Signature::new(OpKind::Allgatherv).element::<T>();
+        for &c in counts {
+            sig = sig.mix(c as u64);
+        }
+        self.gather(send, recv, counts, displs, sig.finish(), "allgatherv")
+    }
+
+    /// Every rank's `word`, in rank order, through one barrier with `sig`.
+    pub(crate) fn exchange_word(
+        &self,
+        word: u64,
+        sig: u32,
+        op: &'static str,
+    ) -> Result<Vec<u64>, CommError> {
+        let mut out = vec![0u64; self.size];
+        let counts = vec![1usize; self.size];
+        let displs: Vec<usize> = (0..self.size).collect();
+        self.gather(&[word], &mut out, &counts, &displs, sig, op)?;
+        Ok(out)
+    }
+
+    /// The `allgatherv` protocol on validated arguments.
+    fn gather<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        sig: u32,
+        op: &'static str,
+    ) -> Result<(), CommError> {
+        let me = self.rank;
+        recv[displs[me]..displs[me] + counts[me]].copy_from_slice(send);
+        let total: usize = counts.iter().sum();
+        if self.size == 1 || total == 0 || size_of::<T>() == 0 {
+            // Nothing to move (decided from arguments every rank shares):
+            // still an implicit barrier.
+            return self.barrier(sig, op);
+        }
+        let elem = size_of::<T>();
+        let window = self.window::<T>(op)?;
+        let my_start: usize = counts[..me].iter().sum();
+        let my_end = my_start + counts[me];
+        let mut w0 = 0;
+        while w0 < total {
+            let w1 = (w0 + window).min(total);
+            let buf = self.staging(self.epoch());
+            let seg = self.control.segment();
+            let (lo, hi) = (my_start.max(w0), my_end.min(w1));
+            if lo < hi {
+                wire::put(
+                    seg,
+                    buf + (lo - w0) * elem,
+                    &send[lo - my_start..hi - my_start],
+                );
+            }
+            self.barrier(sig, op)?;
+            let mut start = 0;
+            for (r, (&c, &d)) in counts.iter().zip(displs).enumerate() {
+                let (lo, hi) = (start.max(w0), (start + c).min(w1));
+                if r != me && lo < hi {
+                    wire::get(
+                        seg,
+                        buf + (lo - w0) * elem,
+                        &mut recv[d + lo - start..d + hi - start],
+                    );
+                }
+                start += c;
+            }
+            w0 = w1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn broadcast<T: Copy + 'static>(
+        &self,
+        buf: &mut [T],
+        root: usize,
+    ) -> Result<(), CommError> {
+        const OP: &str = "broadcast";
+        if root >= self.size {
+            return Err(CommError::InvalidRoot {
+                root,
+                size: self.size,
+            });
+        }
+        let sig = Signature::new(OpKind::Broadcast)
+            .element::<T>()
+            .mix(buf.len() as u64)
+            .mix(root as u64)
+            .finish();
+        if buf.is_empty() || size_of::<T>() == 0 || self.size == 1 {
+            return self.barrier(sig, OP);
+        }
+        let window = self.window::<T>(OP)?;
+        for chunk in buf.chunks_mut(window) {
+            let off = self.staging(self.epoch());
+            let seg = self.control.segment();
+            if self.rank == root {
+                wire::put(seg, off, chunk);
+            }
+            self.barrier(sig, OP)?;
+            if self.rank != root {
+                wire::get(seg, off, chunk);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn allreduce<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        const OP: &str = "allreduce";
+        check_allreduce(send.len(), recv.len())?;
+        let reducer = reduce::Reducer::<T>::new(op).map_err(|msg| collective_failed(OP, msg))?;
+        let sig = Signature::new(OpKind::Allreduce)
+            .element::<T>()
+            .mix(send.len() as u64)
+            .mix(op as u64)
+            .finish();
+        let elem = size_of::<T>();
+        // Per-rank slot stride: whole hot lines, so ranks never share a line.
+        let per_rank = (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1);
+        let chunk = per_rank / elem;
+        if chunk == 0 {
+            return Err(collective_failed(
+                OP,
+                format!(
+                    "{} ranks do not fit one {}-byte slot each in the {}-byte staging buffer; \
+                     raise COBRE_SHM_STAGING_BYTES",
+                    self.size,
+                    cobre_shm_layout::HOT_LINE,
+                    self.staging_bytes()
+                ),
+            ));
+        }
+        let mut i0 = 0;
+        while i0 < send.len() {
+            let i1 = (i0 + chunk).min(send.len());
+            let buf = self.staging(self.epoch());
+            let seg = self.control.segment();
+            wire::put(seg, buf + self.rank * per_rank, &send[i0..i1]);
+            self.barrier(sig, OP)?;
+            let out = &mut recv[i0..i1];
+            for r in 0..self.size {
+                let slot = buf + r * per_rank;
+                if r == 0 {
+                    if r == self.rank {
+                        out.copy_from_slice(&send[i0..i1]);
+                    } else {
+                        wire::get(seg, slot, out);
+                    }
+                } else if r == self.rank {
+                    reducer.fold(out, &send[i0..i1]);
+                } else {
+                    reducer.fold_shared(out, seg, slot);
+                }
+            }
+            i0 = i1;
+        }
+        Ok(())
+    }
+}

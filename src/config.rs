@@ -1,0 +1,337 @@
+//! Configuration of one rank, from the environment or built in code.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use cobre_comm::BackendError;
+use cobre_shm_layout::{MemPolicyCode, DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES, PAGE};
+
+use crate::sync::WaitPolicy;
+
+/// Name of the job's control segment (must start with `/`).
+pub const ENV_NAME: &str = "COBRE_SHM_NAME";
+/// Rank of this process, `0..COBRE_SHM_SIZE`.
+pub const ENV_RANK: &str = "COBRE_SHM_RANK";
+/// Number of ranks.
+pub const ENV_SIZE: &str = "COBRE_SHM_SIZE";
+/// Overall deadline of any wait, in seconds (default 60).
+pub const ENV_TIMEOUT: &str = "COBRE_SHM_TIMEOUT_SECS";
+/// Pid of the launcher that created the control segment; when set, no rank creates it.
+pub const ENV_CREATOR_PID: &str = "COBRE_SHM_CREATOR_PID";
+/// Bytes of each staging buffer (read by the creator only; default 4 MiB).
+pub const ENV_STAGING: &str = "COBRE_SHM_STAGING_BYTES";
+/// Memory policy of shared regions: `first-touch`, `interleave` or `node:K`.
+pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";
+/// Override of the spin budget in microseconds.
+pub const ENV_SPIN_US: &str = "COBRE_SHM_SPIN_US";
+/// Override of the yield budget in microseconds.
+pub const ENV_YIELD_US: &str = "COBRE_SHM_YIELD_US";
+
+/// NUMA policy for the pages of shared regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MemPolicy {
+    /// Pages land on the node of the rank that first writes them.
+    #[default]
+    FirstTouch,
+    /// Pages are interleaved over all nodes that have memory.
+    Interleave,
+    /// Pages are bound to node `K`.
+    Node(u32),
+}
+
+impl MemPolicy {
+    /// Parse `first-touch`, `interleave` or `node:K`.
+    ///
+    /// # Errors
+    /// A message naming the accepted spellings.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "first-touch" => Ok(Self::FirstTouch),
+            "interleave" => Ok(Self::Interleave),
+            other => other
+                .strip_prefix("node:")
+                .and_then(|k| k.parse::<u32>().ok())
+                .map(Self::Node)
+                .ok_or_else(|| {
+                    format!("memory policy '{other}' is not one of first-touch, interleave, node:K")
+                }),
+        }
+    }
+
+    /// Encode for the control segment.
+    #[must_use]
+    pub fn code(self) -> (MemPolicyCode, u32) {
+        match self {
+            Self::FirstTouch => (MemPolicyCode::FirstTouch, 0),
+            Self::Interleave => (MemPolicyCode::Interleave, 0),
+            Self::Node(k) => (MemPolicyCode::Node, k),
+        }
+    }
+
+    /// Decode from the control segment.
+    #[must_use]
+    pub fn from_code(code: u32, node: u32) -> Option<Self> {
+        match MemPolicyCode::from_u32(code)? {
+            MemPolicyCode::FirstTouch => Some(Self::FirstTouch),
+            MemPolicyCode::Interleave => Some(Self::Interleave),
+            MemPolicyCode::Node => Some(Self::Node(node)),
+        }
+    }
+}
+
+impl std::fmt::Display for MemPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FirstTouch => f.write_str("first-touch"),
+            Self::Interleave => f.write_str("interleave"),
+            Self::Node(k) => write!(f, "node:{k}"),
+        }
+    }
+}
+
+/// Everything a rank needs to attach to a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShmConfig {
+    /// Control segment name, e.g. `/cobre-shm.4711.0`.
+    pub name: String,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub size: usize,
+    /// Overall deadline of any wait.
+    pub timeout: Duration,
+    /// Pid of the launcher that created the segment, if any.
+    pub creator_pid: Option<u32>,
+    /// Staging buffer size, used when this rank creates the segment.
+    pub staging_bytes: usize,
+    /// Memory policy, used when this rank creates the segment.
+    pub mempolicy: MemPolicy,
+    /// Spin budget override.
+    pub spin: Option<Duration>,
+    /// Yield budget override.
+    pub yield_for: Option<Duration>,
+}
+
+impl ShmConfig {
+    /// A configuration with defaults for everything but name, rank and size.
+    #[must_use]
+    pub fn new(name: impl Into<String>, rank: usize, size: usize) -> Self {
+        Self {
+            name: name.into(),
+            rank,
+            size,
+            timeout: WaitPolicy::DEFAULT_TIMEOUT,
+            creator_pid: None,
+            staging_bytes: DEFAULT_STAGING_BYTES,
+            mempolicy: MemPolicy::FirstTouch,
+            spin: None,
+            yield_for: None,
+        }
+    }
+
+    /// Read the `COBRE_SHM_*` variables.
+    ///
+    /// # Errors
+    /// `MissingConfiguration` naming every missing required variable;
+    /// `InitializationFailed` for a malformed value.
+    pub fn from_env() -> Result<Self, BackendError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Self::from_env`], reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`Self::from_env`].
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, BackendError> {
+        let missing: Vec<String> = [ENV_NAME, ENV_RANK, ENV_SIZE]
+            .into_iter()
+            .filter(|k| get(k).is_none_or(|v| v.is_empty()))
+            .map(str::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(BackendError::MissingConfiguration {
+                backend: "shm".to_string(),
+                missing_vars: missing,
+            });
+        }
+        let bad = |msg: String| BackendError::InitializationFailed {
+            backend: "shm".to_string(),
+            source: msg.into(),
+        };
+        let num = |key: &str| -> Result<Option<u64>, BackendError> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) if v.is_empty() => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| bad(format!("{key}='{v}' is not a non-negative integer"))),
+            }
+        };
+        let name = get(ENV_NAME).unwrap_or_default();
+        validate_name(&name).map_err(bad)?;
+        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let rank = num(ENV_RANK)?.map_or(0, to_usize);
+        let size = num(ENV_SIZE)?.map_or(0, to_usize);
+        if size == 0 {
+            return Err(bad(format!("{ENV_SIZE} must be at least 1")));
+        }
+        if rank >= size {
+            return Err(bad(format!(
+                "{ENV_RANK}={rank} is not below {ENV_SIZE}={size}"
+            )));
+        }
+        let mut cfg = Self::new(name, rank, size);
+        if let Some(v) = get(ENV_TIMEOUT).filter(|v| !v.is_empty()) {
+            let secs: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{ENV_TIMEOUT}='{v}' is not a positive number of seconds"
+                    ))
+                })?;
+            cfg.timeout = Duration::from_secs_f64(secs.min(1e9));
+        }
+        if let Some(pid) = num(ENV_CREATOR_PID)? {
+            cfg.creator_pid = Some(
+                u32::try_from(pid)
+                    .map_err(|_| bad(format!("{ENV_CREATOR_PID}={pid} is not a pid")))?,
+            );
+        }
+        if let Some(b) = num(ENV_STAGING)? {
+            let b = to_usize(b);
+            if b < MIN_STAGING_BYTES || b % PAGE != 0 {
+                return Err(bad(format!(
+                    "{ENV_STAGING}={b} must be a multiple of {PAGE} and at least {MIN_STAGING_BYTES}"
+                )));
+            }
+            cfg.staging_bytes = b;
+        }
+        if let Some(p) = get(ENV_MEMPOLICY).filter(|v| !v.is_empty()) {
+            cfg.mempolicy =
+                MemPolicy::parse(p.trim()).map_err(|e| bad(format!("{ENV_MEMPOLICY}: {e}")))?;
+        }
+        cfg.spin = num(ENV_SPIN_US)?.map(Duration::from_micros);
+        cfg.yield_for = num(ENV_YIELD_US)?.map(Duration::from_micros);
+        Ok(cfg)
+    }
+
+    /// The wait policy this configuration asks for on a machine with `cpus` CPUs.
+    #[must_use]
+    pub fn wait_policy(&self, cpus: usize) -> WaitPolicy {
+        let mut p = WaitPolicy::for_world(self.size, cpus, self.timeout);
+        if let Some(s) = self.spin {
+            p.spin = s;
+        }
+        if let Some(y) = self.yield_for {
+            p.yield_for = y;
+        }
+        p
+    }
+}
+
+/// Check a POSIX shared-memory name: `/` then 1..=250 bytes without `/` or NUL.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let rest = name
+        .strip_prefix('/')
+        .ok_or_else(|| format!("{ENV_NAME}='{name}' must start with '/'"))?;
+    if rest.is_empty() || rest.len() > 200 || rest.contains(['/', '\0']) {
+        return Err(format!(
+            "{ENV_NAME}='{name}' must be '/' followed by 1 to 200 characters without '/' or NUL"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_variables_are_all_named() {
+        let err = ShmConfig::from_lookup(lookup(&[(ENV_RANK, "0")])).expect_err("must be rejected");
+        match err {
+            BackendError::MissingConfiguration {
+                backend,
+                missing_vars,
+            } => {
+                assert_eq!(backend, "shm");
+                assert_eq!(
+                    missing_vars,
+                    vec![ENV_NAME.to_string(), ENV_SIZE.to_string()]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_configuration_parses() {
+        let cfg = ShmConfig::from_lookup(lookup(&[
+            (ENV_NAME, "/job"),
+            (ENV_RANK, "1"),
+            (ENV_SIZE, "4"),
+            (ENV_TIMEOUT, "2.5"),
+            (ENV_CREATOR_PID, "77"),
+            (ENV_STAGING, "65536"),
+            (ENV_MEMPOLICY, "node:3"),
+        ]))
+        .expect("valid configuration");
+        assert_eq!((cfg.rank, cfg.size), (1, 4));
+        assert_eq!(cfg.timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.creator_pid, Some(77));
+        assert_eq!(cfg.staging_bytes, 65536);
+        assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_the_variable_named() {
+        for (k, v) in [
+            (ENV_RANK, "x"),
+            (ENV_RANK, "4"),
+            (ENV_SIZE, "0"),
+            (ENV_TIMEOUT, "-1"),
+            (ENV_STAGING, "100"),
+            (ENV_MEMPOLICY, "numa"),
+            (ENV_NAME, "job"),
+            (ENV_NAME, "/a/b"),
+        ] {
+            let mut pairs = vec![(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "4")];
+            pairs.retain(|(key, _)| *key != k);
+            pairs.push((k, v));
+            let err = ShmConfig::from_lookup(lookup(&pairs))
+                .expect_err("must be rejected")
+                .to_string();
+            assert!(err.contains(k), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn mempolicy_round_trips() {
+        for p in [
+            MemPolicy::FirstTouch,
+            MemPolicy::Interleave,
+            MemPolicy::Node(5),
+        ] {
+            assert_eq!(MemPolicy::parse(&p.to_string()), Ok(p));
+            let (c, n) = p.code();
+            assert_eq!(MemPolicy::from_code(c as u32, n), Some(p));
+        }
+    }
+}

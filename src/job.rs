@@ -1,0 +1,224 @@
+//! One rank's attachment to a job: attach and validate, clean up on failure,
+//! abort.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cobre_shm_layout::{rank_lock_byte, AbortKind};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::config::{validate_name, MemPolicy, ShmConfig};
+use crate::control::Control;
+use crate::error::ShmError;
+use crate::os::segment::Segment;
+use crate::sync::{OpKind, Signature, WaitPolicy};
+
+/// A rank attached to a job's control segment.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) control: Control,
+    pub(crate) rank: usize,
+    pub(crate) size: usize,
+    pub(crate) policy: WaitPolicy,
+    /// Barriers this rank has completed.
+    pub(crate) epoch: AtomicU32,
+    /// Pid of the launcher, when one created the job.
+    pub(crate) launcher_pid: Option<u32>,
+    /// Next shared-region sequence number (identical on every rank).
+    pub(crate) region_seq: AtomicU64,
+    /// Memory policy of shared regions, from the control segment.
+    pub(crate) mempolicy: MemPolicy,
+    /// Segment names this rank created that are still linked in `/dev/shm`;
+    /// unlinked on failure, abort and drop.
+    linked: Mutex<Vec<String>>,
+}
+
+/// Number of online CPUs (not the affinity mask: a bound rank still shares
+/// the machine with the others).
+pub(crate) fn online_cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl Job {
+    /// Attach as `cfg.rank`: create the control segment (rank 0 without a
+    /// launcher) or open it, validate it, claim the rank and run the
+    /// handshake barrier. Rank 0 then unlinks the name: from there on the
+    /// kernel frees the segment when the last rank exits, however it exits.
+    pub(crate) fn attach(cfg: &ShmConfig) -> Result<Self, ShmError> {
+        validate_name(&cfg.name).map_err(ShmError::Config)?;
+        if cfg.size == 0 || cfg.rank >= cfg.size {
+            return Err(ShmError::Config(format!(
+                "rank {} is not in 0..{}",
+                cfg.rank, cfg.size
+            )));
+        }
+        let deadline = Instant::now() + cfg.timeout;
+        let creating = cfg.creator_pid.is_none() && cfg.rank == 0;
+        let control = if creating {
+            Control::create(&cfg.name, cfg.size, cfg.staging_bytes, cfg.mempolicy.code())?
+        } else {
+            Control::open(&cfg.name, deadline, cfg.creator_pid)?
+        };
+        let info = control.info();
+        let job = Self {
+            rank: cfg.rank,
+            size: cfg.size,
+            policy: cfg.wait_policy(online_cpus()),
+            epoch: AtomicU32::new(0),
+            launcher_pid: cfg.creator_pid,
+            region_seq: AtomicU64::new(0),
+            mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
+                .unwrap_or_default(),
+            linked: Mutex::new(if creating {
+                vec![cfg.name.clone()]
+            } else {
+                Vec::new()
+            }),
+            control,
+        };
+        if let Err(e) = job.claim_and_handshake(cfg) {
+            job.unlink_linked();
+            return Err(e);
+        }
+        if job.rank == 0 {
+            // Every rank has mapped the segment: the name is no longer needed.
+            let _ = Segment::unlink(&cfg.name);
+            job.forget_linked(&cfg.name);
+        }
+        Ok(job)
+    }
+
+    fn claim_and_handshake(&self, cfg: &ShmConfig) -> Result<(), ShmError> {
+        let ctl = &self.control;
+        let me = std::process::id();
+        if ctl.is_aborted() {
+            return Err(ShmError::Aborted(ctl.abort_message()));
+        }
+        let segment_size = ctl.header().world_size as usize;
+        if segment_size != cfg.size {
+            let err = ShmError::WorldSizeMismatch {
+                name: cfg.name.clone(),
+                segment: segment_size,
+                mine: cfg.size,
+                rank: cfg.rank,
+            };
+            self.raise(
+                AbortKind::AttachFailed,
+                cfg.rank as u32,
+                me,
+                0,
+                &err.to_string(),
+            );
+            return Err(err);
+        }
+        let slot_pid = ctl.slot_pid(cfg.rank);
+        if !ctl.segment().try_lock_byte(rank_lock_byte(cfg.rank))? {
+            let err = ShmError::DuplicateRank {
+                name: cfg.name.clone(),
+                rank: cfg.rank,
+                pid: slot_pid.load(Acquire),
+            };
+            self.raise(
+                AbortKind::AttachFailed,
+                cfg.rank as u32,
+                me,
+                0,
+                &err.to_string(),
+            );
+            return Err(err);
+        }
+        if let Err(previous) = slot_pid.compare_exchange(0, me, SeqCst, SeqCst) {
+            let err = ShmError::DuplicateRank {
+                name: cfg.name.clone(),
+                rank: cfg.rank,
+                pid: previous,
+            };
+            self.raise(
+                AbortKind::AttachFailed,
+                cfg.rank as u32,
+                me,
+                0,
+                &err.to_string(),
+            );
+            return Err(err);
+        }
+        let sig = Signature::new(OpKind::Attach).mix(cfg.size as u64).finish();
+        self.barrier(sig, "attach").map_err(|e| match e {
+            cobre_comm::CommError::CollectiveFailed { message, .. }
+                if message.contains("timed out") =>
+            {
+                ShmError::Timeout(format!(
+                    "all {} ranks to attach to {}: {message}",
+                    cfg.size, cfg.name
+                ))
+            }
+            other => ShmError::Aborted(other.to_string()),
+        })
+    }
+
+    /// Record a name this rank created and must unlink if the job fails.
+    pub(crate) fn remember_linked(&self, name: &str) {
+        if let Ok(mut v) = self.linked.lock() {
+            v.push(name.to_string());
+        }
+    }
+
+    /// Forget a name after it was unlinked in the normal course.
+    pub(crate) fn forget_linked(&self, name: &str) {
+        if let Ok(mut v) = self.linked.lock() {
+            v.retain(|n| n != name);
+        }
+    }
+
+    /// Unlink every name this rank created that is still linked.
+    pub(crate) fn unlink_linked(&self) {
+        let names = match self.linked.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for name in names {
+            let _ = Segment::unlink(&name);
+        }
+    }
+
+    /// `Communicator::abort`: record the abort, wake everyone, stop the other
+    /// ranks when no launcher does it, and exit with `code`.
+    pub(crate) fn abort_and_exit(&self, code: i32) -> ! {
+        let me = std::process::id();
+        let reason = format!("rank {} (pid {me}) called abort({code})", self.rank);
+        self.raise(AbortKind::RankAbort, self.rank as u32, me, code, &reason);
+        self.unlink_linked();
+        if self.launcher_pid.is_none() {
+            for r in (0..self.size).filter(|&r| r != self.rank) {
+                let pid = self.control.slot_pid(r).load(Acquire);
+                if pid != 0 && self.control.rank_alive(r).unwrap_or(false) {
+                    if let Ok(p) = i32::try_from(pid) {
+                        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+                    }
+                }
+            }
+        }
+        eprintln!("cobre-shm: {reason}");
+        std::process::exit(code)
+    }
+
+    /// The epoch reached so far (completed barriers).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Relaxed)
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.unlink_linked();
+    }
+}

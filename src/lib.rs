@@ -1,0 +1,37 @@
+//! # cobre-shm
+//!
+//! A single-node, multi-process backend for the
+//! [cobre-comm 0.18](https://docs.rs/cobre-comm/0.18) traits over POSIX shared
+//! memory: [`ShmBackend`] implements `Communicator`, `SharedMemoryProvider`
+//! (with [`ShmRegion`], one copy per node) and `TopologyProvider`, so code
+//! generic over `C: Communicator` runs on it unchanged.
+//!
+//! Entry points: [`ShmBackend::from_env`] for a rank of a job described by
+//! `COBRE_SHM_NAME` / `COBRE_SHM_RANK` / `COBRE_SHM_SIZE`, and
+//! [`create_communicator`] which picks shm or local from
+//! `COBRE_COMM_BACKEND`.
+//!
+//! Layout of the crate: `os` (all syscalls: segments, futex, NUMA), `wire`
+//! and `region` (typed views into mappings), then safe code: `control`
+//! (validated control segment), `sync` (the barrier), `collectives`,
+//! `backend`, `comm`.
+
+pub mod backend;
+pub mod collectives;
+pub mod comm;
+pub mod config;
+pub mod control;
+pub mod error;
+mod job;
+pub mod os;
+mod reduce;
+pub mod region;
+pub mod sync;
+mod wire;
+
+pub use backend::{ShmBackend, ShmLocalComm};
+pub use comm::{available_backends, create_communicator, Comm, CommRegion, ENV_BACKEND};
+pub use config::{MemPolicy, ShmConfig};
+pub use error::ShmError;
+pub use region::ShmRegion;
+pub use sync::WaitPolicy;

@@ -1,0 +1,6 @@
+//! The OS-facing modules: every syscall on shared memory, futexes and NUMA
+//! policy lives here, behind safe, bounds-checked functions.
+
+pub mod futex;
+pub mod numa;
+pub mod segment;

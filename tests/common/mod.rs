@@ -1,0 +1,187 @@
+//! Test harness: run a test binary's ignored entry point as real rank
+//! processes, with deadlines, and check `/dev/shm` afterwards.
+#![allow(dead_code)]
+
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Prefix of every segment name the tests create.
+pub const TEST_PREFIX: &str = "cobre-shm-test";
+
+/// A segment name no other test (or run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("/{TEST_PREFIX}.{tag}.{}.{n}.{nanos}", std::process::id())
+}
+
+/// Entries of `/dev/shm` that belong to the job named `name` (the name
+/// itself, or `name.` followed by anything).
+pub fn leftovers(name: &str) -> Vec<String> {
+    let base = name.trim_start_matches('/');
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f == base || f.starts_with(&format!("{base}.")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Assert that nothing of job `name` is left in `/dev/shm`.
+pub fn assert_no_leftovers(name: &str) {
+    let left = leftovers(name);
+    assert!(left.is_empty(), "segments left in /dev/shm: {left:?}");
+}
+
+/// What one rank process did.
+#[derive(Debug)]
+pub struct RankOutcome {
+    /// Rank index.
+    pub rank: usize,
+    /// Pid.
+    pub pid: u32,
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// When the process was reaped.
+    pub ended: Instant,
+}
+
+impl RankOutcome {
+    /// One line per stream, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "rank {} (pid {}) {}\n--- stdout\n{}--- stderr\n{}",
+            self.rank, self.pid, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A set of running rank processes.
+pub struct Ranks {
+    /// Pids by rank.
+    pub pids: Vec<u32>,
+    rx: mpsc::Receiver<RankOutcome>,
+    /// When they were started.
+    pub started: Instant,
+}
+
+/// Start `size` ranks of this test binary's ignored test `entry`, each with
+/// `COBRE_SHM_RANK`/`COBRE_SHM_SIZE` and `env` (which sets the name, the
+/// backend and the case). `per_rank_env` adds variables for single ranks.
+pub fn spawn(
+    entry: &str,
+    size: usize,
+    env: &[(&str, String)],
+    per_rank_env: &[(usize, &str, String)],
+) -> Ranks {
+    let exe = std::env::current_exe().expect("test binary path");
+    let (tx, rx) = mpsc::channel();
+    let mut pids = Vec::new();
+    for rank in 0..size {
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            entry,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("COBRE_SHM_RANK", rank.to_string())
+        .env("COBRE_SHM_SIZE", size.to_string())
+        .env("COBRE_SHM_TIMEOUT_SECS", "10")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for (r, k, v) in per_rank_env {
+            if *r == rank {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd.spawn().expect("spawn rank process");
+        let pid = child.id();
+        pids.push(pid);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let out = child.wait_with_output().expect("wait for rank process");
+            let _ = tx.send(RankOutcome {
+                rank,
+                pid,
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                ended: Instant::now(),
+            });
+        });
+    }
+    Ranks {
+        pids,
+        rx,
+        started: Instant::now(),
+    }
+}
+
+impl Ranks {
+    /// Wait for every rank; kill them all and panic if `timeout` passes.
+    pub fn wait(self, timeout: Duration) -> Vec<RankOutcome> {
+        let deadline = self.started + timeout;
+        let mut done: Vec<RankOutcome> = Vec::new();
+        while done.len() < self.pids.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(o) => done.push(o),
+                Err(_) => {
+                    for &pid in &self.pids {
+                        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    }
+                    let finished: Vec<String> = done.iter().map(RankOutcome::describe).collect();
+                    panic!(
+                        "ranks did not finish within {timeout:?}; killed them. Finished:\n{}",
+                        finished.join("\n")
+                    );
+                }
+            }
+        }
+        done.sort_by_key(|o| o.rank);
+        done
+    }
+}
+
+/// Run `case` on `size` ranks of `backend` through `entry`, require every
+/// rank to exit 0, and require `/dev/shm` to be clean afterwards.
+pub fn run_case(
+    entry: &str,
+    case: &str,
+    size: usize,
+    backend: &str,
+    extra: &[(&str, String)],
+) -> Vec<RankOutcome> {
+    let name = unique_name(case);
+    let mut env = vec![
+        ("COBRE_SHM_NAME", name.clone()),
+        ("COBRE_COMM_BACKEND", backend.to_string()),
+        ("COBRE_TEST_CASE", case.to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    let out = spawn(entry, size, &env, &[]).wait(Duration::from_secs(60));
+    for o in &out {
+        assert!(o.status.success(), "case {case} failed:\n{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+    out
+}

@@ -1,0 +1,451 @@
+//! Failure behaviour of the shm backend with real processes: dead ranks,
+//! aborts, mismatched collectives, bad or foreign segments, late starters.
+//! Every test bounds its own time and checks `/dev/shm` afterwards.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cobre_comm::{BackendError, CommError, Communicator, ReduceOp};
+use cobre_shm::os::segment::Segment;
+use cobre_shm::{ShmBackend, ShmConfig};
+use cobre_shm_layout as layout;
+use common::{assert_no_leftovers, spawn, unique_name};
+
+fn env_of(name: &str, case: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("COBRE_SHM_NAME", name.to_string()),
+        ("COBRE_COMM_BACKEND", "shm".to_string()),
+        ("COBRE_TEST_CASE", case.to_string()),
+    ]
+}
+
+/// Entry point of rank processes (ignored in normal runs).
+#[test]
+#[ignore = "rank process entry point; run through the other tests"]
+fn rank_entry() {
+    let Ok(case) = std::env::var("COBRE_TEST_CASE") else {
+        return;
+    };
+    let victim: usize = std::env::var("COBRE_TEST_VICTIM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let attached = ShmBackend::from_env();
+    if case == "attach_fails" {
+        let want = std::env::var("COBRE_TEST_EXPECT").unwrap_or_default();
+        match attached {
+            Err(e) => {
+                let msg = e.to_string();
+                println!("ATTACH-ERROR: {msg}");
+                assert!(
+                    matches!(e, BackendError::InitializationFailed { .. }),
+                    "{e:?}"
+                );
+                assert!(msg.contains(&want), "expected '{want}' in: {msg}");
+                return;
+            }
+            Ok(_) => panic!("attach should fail with '{want}'"),
+        }
+    }
+    let c = attached.expect("attach");
+    let r = c.rank();
+    match case.as_str() {
+        "barrier_once" => c.barrier().expect("barrier"),
+        "victim_sleeps" => {
+            if r == victim {
+                println!("VICTIM-READY");
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            let t = Instant::now();
+            let err = c.barrier().expect_err("the victim never arrives");
+            println!("FAILED-AFTER-MS={} ERROR={err}", t.elapsed().as_millis());
+            assert!(
+                matches!(
+                    err,
+                    CommError::CollectiveFailed {
+                        operation: "barrier",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("died"), "{err}");
+            // The next collective fails at once too.
+            assert!(c.allreduce(&[1.0], &mut [0.0], ReduceOp::Sum).is_err());
+        }
+        "abort_rank1" => {
+            c.barrier().expect("first barrier");
+            if r == 1 {
+                c.abort(7);
+            }
+            let t = Instant::now();
+            let err = c.barrier().expect_err("rank 1 aborted");
+            println!("FAILED-AFTER-MS={} ERROR={err}", t.elapsed().as_millis());
+            assert!(err.to_string().contains("abort(7)"), "{err}");
+            // Without a launcher the aborting rank stops us; exit cleanly if
+            // we got here first.
+        }
+        "mismatch" => {
+            let res = if r == 0 {
+                c.allreduce(&[1.0f64], &mut [0.0], ReduceOp::Sum)
+            } else {
+                c.barrier()
+            };
+            let err = res.expect_err("ranks called different collectives");
+            assert!(err.to_string().contains("collective mismatch"), "{err}");
+        }
+        "oversubscribed" => {
+            for step in 0..2000u64 {
+                let mut s = [0u64];
+                c.allreduce(&[step + r as u64], &mut s, ReduceOp::Sum)
+                    .expect("allreduce");
+                let n = c.size() as u64;
+                assert_eq!(s[0], n * step + n * (n - 1) / 2);
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+#[test]
+fn sigkill_during_barrier_fails_survivors_within_a_second() {
+    let name = unique_name("sigkill");
+    let victim = 1;
+    let ranks = spawn(
+        "rank_entry",
+        3,
+        &[
+            env_of(&name, "victim_sleeps"),
+            vec![
+                ("COBRE_TEST_VICTIM", victim.to_string()),
+                ("COBRE_SHM_TIMEOUT_SECS", "30".into()),
+            ],
+        ]
+        .concat(),
+        &[],
+    );
+    // Let everyone attach and the survivors sit in the barrier.
+    std::thread::sleep(Duration::from_millis(400));
+    let killed_at = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &ranks.pids[victim].to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = ranks.wait(Duration::from_secs(20));
+    for o in &out {
+        if o.rank == victim {
+            assert!(!o.status.success(), "the victim was killed");
+            continue;
+        }
+        assert!(o.status.success(), "{}", o.describe());
+        let after = o.ended.duration_since(killed_at);
+        assert!(
+            after < Duration::from_secs(1),
+            "rank {} took {after:?} to fail\n{}",
+            o.rank,
+            o.describe()
+        );
+        assert!(o.stdout.contains("died"), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn abort_stops_every_rank_quickly() {
+    let name = unique_name("abort");
+    let t = Instant::now();
+    let out =
+        spawn("rank_entry", 3, &env_of(&name, "abort_rank1"), &[]).wait(Duration::from_secs(20));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out[1].status.code(), Some(7), "{}", out[1].describe());
+    for o in [&out[0], &out[2]] {
+        // Either the survivor saw the abort (exit 0 after its assertion) or
+        // rank 1's SIGTERM reached it first.
+        let ok = o.status.success() && o.stdout.contains("abort(7)");
+        let terminated = std::os::unix::process::ExitStatusExt::signal(&o.status) == Some(15);
+        assert!(ok || terminated, "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn mismatched_collectives_fail_instead_of_exchanging_garbage() {
+    let name = unique_name("mismatch");
+    for o in spawn("rank_entry", 2, &env_of(&name, "mismatch"), &[]).wait(Duration::from_secs(20)) {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn world_size_mismatch_is_reported_to_both_sides() {
+    let name = unique_name("worldsize");
+    let mut env = env_of(&name, "attach_fails");
+    env.push(("COBRE_SHM_TIMEOUT_SECS", "20".into()));
+    let ranks = spawn(
+        "rank_entry",
+        2,
+        &env,
+        &[
+            (0, "COBRE_TEST_EXPECT", "world size mismatch".into()),
+            (1, "COBRE_SHM_SIZE", "3".into()),
+            (1, "COBRE_TEST_EXPECT", "COBRE_SHM_SIZE=3".into()),
+        ],
+    );
+    let t = Instant::now();
+    let out = ranks.wait(Duration::from_secs(20));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "rank 0 must learn at once, took {:?}",
+        t.elapsed()
+    );
+    for o in &out {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn duplicate_rank_is_reported() {
+    let name = unique_name("duplicate");
+    // Ranks 0 and 1 of 3, plus a second process claiming rank 1: whichever
+    // rank-1 process comes second is refused, and everyone learns why.
+    let mut env = env_of(&name, "attach_fails");
+    env.push(("COBRE_SHM_TIMEOUT_SECS", "20".into()));
+    let ranks = spawn(
+        "rank_entry",
+        3,
+        &env,
+        &[
+            (0, "COBRE_SHM_SIZE", "3".into()),
+            (0, "COBRE_TEST_EXPECT", "already taken".into()),
+            (1, "COBRE_SHM_SIZE", "3".into()),
+            (1, "COBRE_TEST_EXPECT", "already taken".into()),
+            (2, "COBRE_SHM_RANK", "1".into()),
+            (2, "COBRE_TEST_EXPECT", "already taken".into()),
+        ],
+    );
+    for o in ranks.wait(Duration::from_secs(20)) {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn late_rank_zero_is_waited_for() {
+    let name = unique_name("late");
+    let env = env_of(&name, "barrier_once");
+    let f = spawn_single(&env, 1, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let z = spawn_single(&env, 0, 2);
+    for o in f
+        .wait(Duration::from_secs(20))
+        .into_iter()
+        .chain(z.wait(Duration::from_secs(20)))
+    {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+}
+
+fn spawn_single(env: &[(&'static str, String)], rank: usize, size: usize) -> common::Ranks {
+    // `spawn` numbers ranks from 0; override the rank of a single process.
+    spawn(
+        "rank_entry",
+        1,
+        &[env.to_vec(), vec![("COBRE_SHM_SIZE", size.to_string())]].concat(),
+        &[(0, "COBRE_SHM_RANK", rank.to_string())],
+    )
+}
+
+#[test]
+fn missing_rank_times_out_with_a_clear_error() {
+    let name = unique_name("missing");
+    let mut env = env_of(&name, "attach_fails");
+    env.push(("COBRE_SHM_TIMEOUT_SECS", "1".into()));
+    let t = Instant::now();
+    let out = spawn(
+        "rank_entry",
+        1,
+        &[
+            env,
+            vec![
+                ("COBRE_SHM_SIZE", "2".into()),
+                ("COBRE_TEST_EXPECT", "ranks [1] never arrived".into()),
+            ],
+        ]
+        .concat(),
+        &[],
+    )
+    .wait(Duration::from_secs(20));
+    assert!(out[0].status.success(), "{}", out[0].describe());
+    assert!(t.elapsed() < Duration::from_secs(4));
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn eight_ranks_on_two_cores_survive_oversubscription() {
+    let name = unique_name("oversub");
+    let t = Instant::now();
+    for o in
+        spawn("rank_entry", 8, &env_of(&name, "oversubscribed"), &[]).wait(Duration::from_secs(60))
+    {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    println!("8 ranks x 2000 allreduce: {:?}", t.elapsed());
+    assert_no_leftovers(&name);
+}
+
+/// Write a control-segment header by hand, as another build or a dead run
+/// would have left it. The returned segment holds the creator lock.
+fn fake_control(
+    name: &str,
+    world: usize,
+    tweak: impl FnOnce(&mut layout::SegmentHeader),
+) -> Segment {
+    let lay = layout::ControlLayout::new(world, layout::DEFAULT_STAGING_BYTES).expect("layout");
+    let seg = Segment::create_exclusive(name, lay.total_bytes).expect("create fake segment");
+    assert!(seg.try_lock_byte(layout::CREATOR_LOCK_BYTE).expect("lock"));
+    seg.write_pod(
+        lay.info,
+        &layout::ControlInfo {
+            staging_bytes: layout::DEFAULT_STAGING_BYTES as u64,
+            mempolicy: 0,
+            mempolicy_node: 0,
+            reserved: [0; 6],
+        },
+    );
+    let mut h = layout::SegmentHeader {
+        magic: layout::MAGIC,
+        layout_version: layout::LAYOUT_VERSION,
+        kind: layout::SegmentKind::Control as u32,
+        fingerprint: layout::FINGERPRINT,
+        total_bytes: lay.total_bytes as u64,
+        data_offset: lay.staging as u64,
+        world_size: world as u32,
+        creator_pid: std::process::id(),
+        created_unix_ns: 0,
+        state: layout::STATE_READY,
+        abort: 0,
+    };
+    tweak(&mut h);
+    seg.write_pod(0, &h);
+    seg
+}
+
+fn attach_error(cfg: &ShmConfig) -> String {
+    match ShmBackend::attach(cfg) {
+        Err(e @ BackendError::InitializationFailed { .. }) => e.to_string(),
+        Err(other) => panic!("expected InitializationFailed, got {other:?}"),
+        Ok(_) => panic!("attach should fail"),
+    }
+}
+
+fn follower_cfg(name: &str) -> ShmConfig {
+    let mut cfg = ShmConfig::new(name, 1, 2);
+    cfg.creator_pid = Some(std::process::id());
+    cfg.timeout = Duration::from_secs(2);
+    cfg
+}
+
+#[test]
+fn layout_version_mismatch_is_refused() {
+    let name = unique_name("version");
+    let fake = fake_control(&name, 2, |h| h.layout_version = layout::LAYOUT_VERSION + 1);
+    let msg = attach_error(&follower_cfg(&name));
+    assert!(
+        msg.contains(&format!("layout version {}", layout::LAYOUT_VERSION + 1)),
+        "{msg}"
+    );
+    assert!(msg.contains("same cobre-shm build"), "{msg}");
+    drop(fake);
+    Segment::unlink(&name).expect("unlink");
+    assert_no_leftovers(&name);
+}
+
+#[test]
+fn fingerprint_mismatch_is_refused() {
+    let name = unique_name("fingerprint");
+    let fake = fake_control(&name, 2, |h| h.fingerprint ^= 1);
+    let msg = attach_error(&follower_cfg(&name));
+    assert!(msg.contains("fingerprint"), "{msg}");
+    drop(fake);
+    Segment::unlink(&name).expect("unlink");
+}
+
+#[test]
+fn foreign_segment_is_refused_and_left_alone() {
+    let name = unique_name("foreign");
+    let seg = Segment::create_exclusive(&name, 8192).expect("create");
+    seg.copy_in(0, b"not a cobre segment at all");
+    // Rank 0 wants to create the name: refused, nothing removed.
+    let msg = attach_error(&ShmConfig::new(&name, 0, 2));
+    assert!(
+        msg.contains("already exists") && msg.contains("not a cobre-shm segment"),
+        "{msg}"
+    );
+    // A follower opening it: refused at once.
+    let mut cfg = ShmConfig::new(&name, 1, 2);
+    cfg.timeout = Duration::from_secs(5);
+    let t = Instant::now();
+    let msg = attach_error(&cfg);
+    assert!(msg.contains("is not a cobre-shm segment"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // Still there, unchanged.
+    assert_eq!(common::leftovers(&name).len(), 1);
+    let mut head = [0u8; 26];
+    seg.copy_out(0, &mut head);
+    assert_eq!(&head, b"not a cobre segment at all");
+    drop(seg);
+    Segment::unlink(&name).expect("unlink");
+}
+
+#[test]
+fn stale_segment_of_a_dead_creator_is_reported() {
+    let name = unique_name("stale");
+    let fake = fake_control(&name, 2, |h| h.creator_pid = 1);
+    drop(fake); // releases the creator lock: the creator is "dead"
+    let mut cfg = ShmConfig::new(&name, 1, 2);
+    cfg.timeout = Duration::from_secs(2);
+    let msg = attach_error(&cfg);
+    assert!(
+        msg.contains("stale") && msg.contains("cobre-shm clean"),
+        "{msg}"
+    );
+    let msg = attach_error(&ShmConfig::new(&name, 0, 2));
+    assert!(
+        msg.contains("already exists") && msg.contains("dead"),
+        "{msg}"
+    );
+    assert_eq!(
+        common::leftovers(&name).len(),
+        1,
+        "nothing removed that the run did not create"
+    );
+    Segment::unlink(&name).expect("unlink");
+}
+
+#[test]
+fn missing_configuration_names_the_variables() {
+    let err = ShmConfig::from_lookup(|_| None).expect_err("must be rejected");
+    match err {
+        BackendError::MissingConfiguration {
+            backend,
+            missing_vars,
+        } => {
+            assert_eq!(backend, "shm");
+            assert_eq!(
+                missing_vars,
+                ["COBRE_SHM_NAME", "COBRE_SHM_RANK", "COBRE_SHM_SIZE"]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
