@@ -17,6 +17,7 @@
 //! `backend`, `comm`.
 
 pub mod backend;
+pub mod cleanup;
 pub mod collectives;
 pub mod comm;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod os;
 mod reduce;
 pub mod region;
 pub mod sync;
+pub mod topology;
 mod wire;
 
 pub use backend::{ShmBackend, ShmLocalComm};

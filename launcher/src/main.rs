@@ -1,1 +1,172 @@
-fn main() {}
+//! `cobre-shm`: start N ranks of a program (or of the SDDP engine) on one
+//! node, one per NUMA domain by default, bound to their CPUs and memory,
+//! supervised so that a failure stops the whole job at once and nothing is
+//! left in `/dev/shm`.
+#![forbid(unsafe_code)]
+
+mod launch;
+mod placement;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cobre_shm::cleanup;
+use cobre_shm::topology::Topology;
+use cobre_shm::MemPolicy;
+
+use launch::{launch, LaunchOptions, Program};
+use placement::{plan, Bind};
+
+/// Environment variable naming a topology file that `--dry-run` and
+/// `topology` use instead of this machine's.
+const ENV_TOPOLOGY: &str = "COBRE_SHM_TOPOLOGY";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cobre-shm",
+    version,
+    about = "Single-node multi-process shared-memory engine for SDDP",
+    long_about = "Start N ranks on one node, one per NUMA domain by default, bound to their CPUs \
+                  and memory and connected through POSIX shared memory.\n\n\
+                  cobre-shm [OPTIONS] -- PROGRAM [ARGS...]   runs N ranks of any program that \
+                  creates its communicator with cobre_shm::create_communicator()."
+)]
+struct Cli {
+    /// Number of ranks [default: the number of NUMA nodes that have CPUs]
+    #[arg(short = 'p', long = "ranks", global = true, value_name = "N")]
+    ranks: Option<usize>,
+
+    /// Pin each rank to its CPUs and its node's memory, or not
+    #[arg(long, value_enum, default_value_t = Bind::Numa, global = true)]
+    bind: Bind,
+
+    /// Worker threads per rank [default: the CPUs of the rank's share of its node]
+    #[arg(long, global = true, value_name = "T")]
+    threads: Option<usize>,
+
+    /// Print the placement plan and exit
+    #[arg(long, global = true)]
+    dry_run: bool,
+
+    /// Overall deadline of any wait between ranks, in seconds (default 60)
+    #[arg(long, global = true, value_name = "SECS")]
+    timeout: Option<f64>,
+
+    /// Prefix every output line of rank r with "[rank r] "
+    #[arg(long, global = true)]
+    tag_output: bool,
+
+    /// NUMA policy of shared segments: first-touch, interleave or node:K
+    #[arg(long, global = true, default_value = "first-touch", value_parser = MemPolicy::parse)]
+    mempolicy: MemPolicy,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The program to run as every rank, after `--`
+    #[arg(last = true, value_name = "PROGRAM")]
+    program: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the NUMA topology found (nodes, CPUs, memory, distances)
+    Topology,
+    /// Remove segments left in /dev/shm by dead cobre-shm jobs of this user
+    Clean {
+        /// Only list what would be removed
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+fn topology_for(dry_run: bool) -> Result<Topology, String> {
+    match std::env::var(ENV_TOPOLOGY) {
+        Ok(path) if !path.is_empty() => {
+            if dry_run {
+                Topology::from_file(&path)
+            } else {
+                Err(format!(
+                    "{ENV_TOPOLOGY}={path} describes another machine; it is only used by --dry-run \
+                     and `cobre-shm topology`. Unset it to launch here."
+                ))
+            }
+        }
+        _ => Ok(Topology::discover()),
+    }
+}
+
+fn run(cli: &Cli) -> Result<i32, String> {
+    match &cli.command {
+        Some(Command::Topology) => {
+            print!("{}", topology_for(true)?.render());
+            return Ok(0);
+        }
+        Some(Command::Clean { list }) => {
+            let found = cleanup::scan("");
+            if found.is_empty() {
+                println!("no cobre-shm segments of this user in {}", cleanup::SHM_DIR);
+                return Ok(0);
+            }
+            for s in &found {
+                let state = if s.alive {
+                    "in use (creator alive): kept"
+                } else if *list {
+                    "stale: would remove"
+                } else {
+                    "stale: removed"
+                };
+                println!(
+                    "{:<48} {:>12} bytes  creator pid {:<8} {state}",
+                    s.name, s.bytes, s.creator_pid
+                );
+            }
+            if !list {
+                let removed = cleanup::remove_dead("");
+                println!("removed {} segment(s)", removed.len());
+            }
+            return Ok(0);
+        }
+        None => {}
+    }
+    let topo = topology_for(cli.dry_run)?;
+    let plan = plan(&topo, cli.ranks, cli.bind, cli.threads)?;
+    if cli.dry_run {
+        print!("{}", topo.render());
+        print!("{}", plan.render());
+        println!("mempolicy for shared segments: {}", cli.mempolicy);
+        if !cli.program.is_empty() {
+            println!("program: {}", cli.program.join(" "));
+        }
+        return Ok(0);
+    }
+    if cli.program.is_empty() {
+        return Err(
+            "nothing to run: give a program after `--`, or a subcommand (see --help)".to_string(),
+        );
+    }
+    let opts = LaunchOptions {
+        timeout: cli.timeout,
+        tag_output: cli.tag_output,
+        mempolicy: cli.mempolicy,
+        ..LaunchOptions::default()
+    };
+    launch(&plan, &Program::Exec(&cli.program), &opts)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(t) = cli.timeout {
+        if !(t.is_finite() && t > 0.0) {
+            eprintln!("cobre-shm: --timeout must be a positive number of seconds");
+            return ExitCode::from(2);
+        }
+    }
+    match run(&cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(msg) => {
+            eprintln!("cobre-shm: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -2,5 +2,7 @@
 //! policy lives here, behind safe, bounds-checked functions.
 
 pub mod futex;
+pub mod libnuma;
 pub mod numa;
+pub mod process;
 pub mod segment;

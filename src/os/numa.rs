@@ -3,6 +3,7 @@
 
 use crate::config::MemPolicy;
 
+const MPOL_PREFERRED: i32 = 1;
 const MPOL_BIND: i32 = 2;
 const MPOL_INTERLEAVE: i32 = 3;
 /// Bits in the node masks passed to the kernel.
@@ -87,6 +88,31 @@ pub fn apply_policy(addr: usize, len: usize, policy: MemPolicy) -> std::io::Resu
             mask.as_ptr(),
             MASK_BITS + 1,
             0u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Prefer node `node` for the calling thread's future allocations (the
+/// `set_mempolicy` syscall; used when libnuma is absent).
+///
+/// # Errors
+/// The errno of `set_mempolicy`.
+pub fn set_preferred_node(node: u32) -> std::io::Result<()> {
+    let mask = mask_of(&[node])?;
+    // SAFETY: set_mempolicy only changes the calling thread's policy; `mask`
+    // is a live array of MASK_BITS bits of which the kernel reads at most
+    // `maxnode - 1`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_set_mempolicy,
+            MPOL_PREFERRED,
+            mask.as_ptr(),
+            MASK_BITS + 1,
         )
     };
     if rc == 0 {

@@ -185,3 +185,30 @@ pub fn run_case(
     assert_no_leftovers(&name);
     out
 }
+
+/// Path of the `cobre-shm` launcher binary built next to this test binary
+/// (`cargo test --workspace` builds it).
+pub fn launcher_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target profile directory");
+    let bin = dir.join("cobre-shm");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the launcher is built",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether a process is still running (not a zombie).
+pub fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            != Some("Z")
+    })
+}

@@ -1,0 +1,416 @@
+//! The machine's NUMA topology (libnuma, else sysfs, else one node with
+//! every online CPU), a text format to describe other machines, and binding
+//! of the calling process to CPUs and a memory node.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+
+use crate::os::{libnuma, numa};
+
+/// One NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumaNode {
+    /// Kernel node number.
+    pub id: u32,
+    /// CPUs of the node, ascending.
+    pub cpus: Vec<u32>,
+    /// Memory of the node, if known.
+    pub memory_bytes: Option<u64>,
+    /// Distance to every node of the topology, in `nodes` order (10 = local).
+    pub distances: Vec<u32>,
+}
+
+/// Where a topology came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopologySource {
+    /// libnuma on this machine.
+    LibNuma,
+    /// `/sys/devices/system/node` on this machine.
+    Sysfs,
+    /// No NUMA information: one node with every online CPU.
+    SingleNode,
+    /// A topology file (`COBRE_SHM_TOPOLOGY`).
+    File(String),
+}
+
+/// A set of NUMA nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Nodes in ascending id order.
+    pub nodes: Vec<NumaNode>,
+    /// How it was found.
+    pub source: TopologySource,
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+impl Topology {
+    /// The topology of this machine.
+    #[must_use]
+    pub fn discover() -> Self {
+        Self::from_libnuma()
+            .or_else(Self::from_sysfs)
+            .unwrap_or_else(Self::single_node_of_this_machine)
+    }
+
+    fn from_libnuma() -> Option<Self> {
+        let lib = libnuma::get()?;
+        let ids: Vec<u32> = (0..=u32::try_from(lib.max_node()).ok()?)
+            .filter(|&n| {
+                std::path::Path::new(&format!("/sys/devices/system/node/node{n}")).exists()
+                    || n == 0
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for &id in &ids {
+            let cpus = lib.node_cpus(id)?;
+            nodes.push(NumaNode {
+                id,
+                cpus,
+                memory_bytes: lib.node_size(id),
+                distances: ids
+                    .iter()
+                    .map(|&o| lib.distance(id, o).unwrap_or(0))
+                    .collect(),
+            });
+        }
+        (!nodes.is_empty()).then_some(Self {
+            nodes,
+            source: TopologySource::LibNuma,
+        })
+    }
+
+    fn from_sysfs() -> Option<Self> {
+        let online = numa::parse_list(&read("/sys/devices/system/node/online")?).ok()?;
+        let mut nodes = Vec::new();
+        for &id in &online {
+            let base = format!("/sys/devices/system/node/node{id}");
+            let cpus =
+                numa::parse_list(&read(&format!("{base}/cpulist")).unwrap_or_default()).ok()?;
+            let memory_bytes = read(&format!("{base}/meminfo")).and_then(|m| {
+                m.lines()
+                    .find(|l| l.contains("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().rev().nth(1)?.parse::<u64>().ok())
+                    .map(|kib| kib * 1024)
+            });
+            let distances = read(&format!("{base}/distance"))
+                .map(|d| {
+                    d.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            nodes.push(NumaNode {
+                id,
+                cpus,
+                memory_bytes,
+                distances,
+            });
+        }
+        (!nodes.is_empty()).then_some(Self {
+            nodes,
+            source: TopologySource::Sysfs,
+        })
+    }
+
+    fn single_node_of_this_machine() -> Self {
+        let cpus = read("/sys/devices/system/cpu/online")
+            .and_then(|s| numa::parse_list(&s).ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                let n = std::thread::available_parallelism().map_or(1, usize::from);
+                (0..u32::try_from(n).unwrap_or(1)).collect()
+            });
+        Self {
+            nodes: vec![NumaNode {
+                id: 0,
+                cpus,
+                memory_bytes: None,
+                distances: vec![10],
+            }],
+            source: TopologySource::SingleNode,
+        }
+    }
+
+    /// Parse the topology file format: one line per node,
+    ///
+    /// ```text
+    /// # comments and blank lines are ignored
+    /// node 0 cpus=0-15 mem_gib=64 distances=10,21
+    /// node 1 cpus=16-31 mem_gib=64 distances=21,10
+    /// ```
+    ///
+    /// `cpus` is required (may be empty: a memory-only node); `mem_gib` and
+    /// `distances` (one per node, in file order) are optional.
+    ///
+    /// # Errors
+    /// A message naming the line and what is wrong.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        let mut nodes: Vec<NumaNode> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let at = |msg: String| format!("{origin}:{}: {msg}", i + 1);
+            let mut words = line.split_whitespace();
+            if words.next() != Some("node") {
+                return Err(at(format!(
+                    "expected 'node <id> cpus=<list> ...', found '{line}'"
+                )));
+            }
+            let id: u32 = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| at("missing or bad node id".into()))?;
+            if nodes.iter().any(|n| n.id == id) {
+                return Err(at(format!("node {id} is listed twice")));
+            }
+            let mut node = NumaNode {
+                id,
+                cpus: Vec::new(),
+                memory_bytes: None,
+                distances: Vec::new(),
+            };
+            let mut have_cpus = false;
+            for w in words {
+                let (k, v) = w
+                    .split_once('=')
+                    .ok_or_else(|| at(format!("expected key=value, found '{w}'")))?;
+                match k {
+                    "cpus" => {
+                        node.cpus = numa::parse_list(v).map_err(at)?;
+                        have_cpus = true;
+                    }
+                    "mem_gib" => {
+                        let g: f64 = v.parse().map_err(|_| at(format!("bad mem_gib '{v}'")))?;
+                        node.memory_bytes = Some((g * f64::from(1u32 << 30)) as u64);
+                    }
+                    "distances" => {
+                        node.distances = v
+                            .split(',')
+                            .map(|d| d.parse().map_err(|_| at(format!("bad distance '{d}'"))))
+                            .collect::<Result<_, _>>()?;
+                    }
+                    other => {
+                        return Err(at(format!(
+                            "unknown key '{other}' (cpus, mem_gib, distances)"
+                        )))
+                    }
+                }
+            }
+            if !have_cpus {
+                return Err(at(format!("node {id} has no cpus= entry")));
+            }
+            nodes.push(node);
+        }
+        if nodes.iter().all(|n| n.cpus.is_empty()) {
+            return Err(format!("{origin}: no node has CPUs"));
+        }
+        let count = nodes.len();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if n.distances.is_empty() {
+                n.distances = (0..count).map(|j| if i == j { 10 } else { 20 }).collect();
+            } else if n.distances.len() != count {
+                return Err(format!(
+                    "{origin}: node {} lists {} distances for {count} nodes",
+                    n.id,
+                    n.distances.len()
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in nodes.iter().flat_map(|n| &n.cpus) {
+            if !seen.insert(*c) {
+                return Err(format!("{origin}: CPU {c} belongs to two nodes"));
+            }
+        }
+        Ok(Self {
+            nodes,
+            source: TopologySource::File(origin.to_string()),
+        })
+    }
+
+    /// Read a topology file.
+    ///
+    /// # Errors
+    /// I/O or parse errors, naming the file.
+    pub fn from_file(path: &str) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read topology file {path}: {e}"))?;
+        Self::parse(&text, path)
+    }
+
+    /// Nodes that have at least one CPU.
+    pub fn compute_nodes(&self) -> impl Iterator<Item = &NumaNode> {
+        self.nodes.iter().filter(|n| !n.cpus.is_empty())
+    }
+
+    /// Total number of CPUs.
+    #[must_use]
+    pub fn cpu_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.cpus.len()).sum()
+    }
+
+    /// Human-readable description (for `cobre-shm topology`).
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let src = match &self.source {
+            TopologySource::LibNuma => "libnuma".to_string(),
+            TopologySource::Sysfs => "sysfs (libnuma not available)".to_string(),
+            TopologySource::SingleNode => {
+                "no NUMA information: one node with every online CPU".to_string()
+            }
+            TopologySource::File(f) => format!("file {f}"),
+        };
+        let _ = writeln!(
+            s,
+            "NUMA topology ({src}): {} node(s), {} CPU(s)",
+            self.nodes.len(),
+            self.cpu_count()
+        );
+        for n in &self.nodes {
+            let mem = n.memory_bytes.map_or("memory unknown".to_string(), |b| {
+                format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30))
+            });
+            let _ = writeln!(
+                s,
+                "  node {}: {} CPU(s) [{}], {mem}",
+                n.id,
+                n.cpus.len(),
+                format_list(&n.cpus)
+            );
+        }
+        if self.nodes.len() > 1 {
+            let _ = write!(s, "  distances:\n        ");
+            for n in &self.nodes {
+                let _ = write!(s, "{:>5}", n.id);
+            }
+            let _ = writeln!(s);
+            for n in &self.nodes {
+                let _ = write!(s, "  {:>5} ", n.id);
+                for d in &n.distances {
+                    let _ = write!(s, "{d:>5}");
+                }
+                let _ = writeln!(s);
+            }
+        }
+        s
+    }
+}
+
+/// Compact list rendering: `0-3,8,10-11`.
+#[must_use]
+pub fn format_list(items: &[u32]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        let mut j = i;
+        while j + 1 < items.len() && items[j + 1] == items[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            items[i].to_string()
+        } else {
+            format!("{}-{}", items[i], items[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+/// Pin the calling process (all its future threads) to `cpus`.
+///
+/// # Errors
+/// A message with the errno of `sched_setaffinity`.
+pub fn bind_cpus(cpus: &[u32]) -> Result<(), String> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c as usize)
+            .map_err(|e| format!("CPU {c} cannot be pinned: {e}"))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| format!("sched_setaffinity to CPUs {}: {e}", format_list(cpus)))
+}
+
+/// How a memory binding was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemBinding {
+    /// libnuma `numa_set_preferred`.
+    LibNumaPreferred,
+    /// libnuma `numa_set_membind`.
+    LibNumaBind,
+    /// The `set_mempolicy(MPOL_PREFERRED)` syscall (libnuma absent).
+    Syscall,
+}
+
+/// Make `node` the calling thread's memory node (inherited by threads it
+/// creates later): strictly (`membind`) or as a preference that falls back
+/// to other nodes when `node` is full.
+///
+/// # Errors
+/// A message with the errno when libnuma is absent and the syscall fails.
+pub fn bind_memory(node: u32, strict: bool) -> Result<MemBinding, String> {
+    if let Some(lib) = libnuma::get() {
+        if strict {
+            lib.set_membind(node);
+            return Ok(MemBinding::LibNumaBind);
+        }
+        lib.set_preferred(node);
+        return Ok(MemBinding::LibNumaPreferred);
+    }
+    numa::set_preferred_node(node)
+        .map(|()| MemBinding::Syscall)
+        .map_err(|e| format!("set_mempolicy(MPOL_PREFERRED, node {node}): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_machine_has_a_topology() {
+        let t = Topology::discover();
+        assert!(t.compute_nodes().count() >= 1);
+        assert!(t.cpu_count() >= 1);
+        assert!(t.render().contains("node"));
+    }
+
+    #[test]
+    fn file_format_parses_and_fills_distances() {
+        let t = Topology::parse(
+            "# two sockets\nnode 0 cpus=0-3 mem_gib=8 distances=10,21\nnode 1 cpus=4-7 distances=21,10\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(t.nodes[1].cpus, vec![4, 5, 6, 7]);
+        assert_eq!(t.nodes[0].memory_bytes, Some(8 << 30));
+        let t = Topology::parse("node 0 cpus=0-1\nnode 1 cpus=2-3\n", "t").expect("valid");
+        assert_eq!(t.nodes[0].distances.len(), 2);
+    }
+
+    #[test]
+    fn file_format_errors_name_the_line() {
+        for (text, needle) in [
+            ("nod 0 cpus=0", "t:1"),
+            ("node x cpus=0", "node id"),
+            ("node 0", "no cpus"),
+            ("node 0 cpus=0\nnode 0 cpus=1", "twice"),
+            ("node 0 cpus=0-1\nnode 1 cpus=1", "two nodes"),
+            ("node 0 cpus=0 distances=10,20", "distances"),
+            ("node 0 cpus=0 color=red", "unknown key"),
+        ] {
+            let e = Topology::parse(text, "t").expect_err(text);
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn lists_render_compactly() {
+        assert_eq!(format_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(format_list(&[]), "");
+    }
+}

@@ -1,0 +1,358 @@
+//! The `cobre-shm` launcher with real processes: environment of the ranks,
+//! failure propagation (exit code, SIGKILL, SIGINT), cleanup of `/dev/shm`,
+//! `clean`, `--dry-run` on a fake topology.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cobre_comm::Communicator;
+use cobre_shm::os::segment::Segment;
+use cobre_shm_layout as layout;
+use common::{launcher_bin, process_running};
+
+/// Entry point of rank processes started by the launcher.
+#[test]
+#[ignore = "rank process entry point; run through the other tests"]
+fn rank_entry() {
+    let Ok(case) = std::env::var("COBRE_TEST_CASE") else {
+        return;
+    };
+    let comm = cobre_shm::create_communicator().expect("attach");
+    let r = comm.rank();
+    println!(
+        "READY rank={r} pid={} name={}",
+        std::process::id(),
+        std::env::var("COBRE_SHM_NAME").unwrap_or_default()
+    );
+    match case.as_str() {
+        "exit_rank2" => {
+            comm.barrier().expect("first barrier");
+            if r == 2 {
+                std::thread::sleep(Duration::from_millis(300));
+                std::process::exit(3);
+            }
+            loop {
+                if comm.barrier().is_err() {
+                    std::process::exit(1);
+                }
+            }
+        }
+        "sit_in_barrier" => {
+            comm.barrier().expect("first barrier");
+            if r == 1 {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            let _ = comm.barrier();
+            std::process::exit(1);
+        }
+        "barrier_twice" => {
+            comm.barrier().expect("barrier");
+            comm.barrier().expect("barrier");
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// A running launcher whose stdout lines arrive on a channel.
+struct Job {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    started: Instant,
+}
+
+fn start(args: &[&str], case: &str) -> Job {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = Command::new(launcher_bin());
+    cmd.args(args)
+        .arg("--")
+        .arg(exe)
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", case)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start cobre-shm");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Job {
+        child,
+        lines: rx,
+        seen: Vec::new(),
+        started: Instant::now(),
+    }
+}
+
+impl Job {
+    /// Wait until `n` ranks printed READY; returns (pids by rank, job name).
+    fn ready(&mut self, n: usize) -> (Vec<u32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut pids = vec![0u32; n];
+        let mut name = String::new();
+        let mut count = 0;
+        while count < n {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("ranks did not all start; seen {:?}", self.seen));
+            self.seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix("READY ") {
+                let field = |k: &str| {
+                    rest.split(' ')
+                        .find_map(|f| f.strip_prefix(k))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let r: usize = field("rank=").parse().expect("rank");
+                pids[r] = field("pid=").parse().expect("pid");
+                name = field("name=");
+                count += 1;
+            }
+        }
+        (pids, name)
+    }
+
+    /// Wait for the launcher (bounded); returns (exit code, stderr, elapsed since start).
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String, Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (status.code(), err, self.started.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("cobre-shm did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn assert_all_gone(pids: &[u32], name: &str) {
+    for &p in pids {
+        assert!(!process_running(p), "rank pid {p} survived");
+    }
+    common::assert_no_leftovers(name);
+}
+
+#[test]
+fn ranks_see_their_environment() {
+    let out = Command::new(launcher_bin())
+        .args([
+            "-p",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "echo $COBRE_SHM_RANK $COBRE_SHM_SIZE $COBRE_COMM_BACKEND",
+        ])
+        .output()
+        .expect("run cobre-shm");
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["0 4 shm", "1 4 shm", "2 4 shm", "3 4 shm"]);
+}
+
+#[test]
+fn placement_variables_and_thread_defaults_are_exported() {
+    let out = Command::new(launcher_bin())
+        .args(["-p", "2", "--threads", "3", "--", "sh", "-c", "echo $COBRE_SHM_RANK $COBRE_SHM_NODE $RAYON_NUM_THREADS $HIGHS_PARALLEL $OMP_NUM_THREADS $MKL_NUM_THREADS; grep Cpus_allowed_list /proc/self/status"])
+        .env("MKL_NUM_THREADS", "5")
+        .output()
+        .expect("run cobre-shm");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0 0 3 false 1 5"),
+        "user's MKL_NUM_THREADS kept:\n{text}"
+    );
+    assert!(text.contains("1 0 3 false 1 5"), "{text}");
+    // Bound: each rank is allowed a single CPU of this 2-CPU machine.
+    let allowed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Cpus_allowed_list"))
+        .collect();
+    assert_eq!(allowed.len(), 2);
+    assert!(
+        allowed.iter().all(|l| !l.contains('-') && !l.contains(',')),
+        "{allowed:?}"
+    );
+}
+
+#[test]
+fn failing_rank_code_is_the_launchers_and_stops_everyone() {
+    let mut job = start(&["-p", "4"], "exit_rank2");
+    let (pids, name) = job.ready(4);
+    let t = Instant::now();
+    let (code, err, _) = job.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        err.contains("rank 2")
+            && err.contains("exited with code 3")
+            && err.contains("stopped 3 other ranks"),
+        "{err}"
+    );
+    assert_all_gone(&pids, &name);
+}
+
+#[test]
+fn rank_killed_from_outside_stops_the_job() {
+    let mut job = start(&["-p", "4"], "sit_in_barrier");
+    let (pids, name) = job.ready(4);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-9", &pids[1].to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let (code, err, _) = job.finish(Duration::from_secs(20));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, Some(128 + 9), "{err}");
+    assert!(
+        err.contains(&format!(
+            "rank 1 (pid {}) was killed by SIGKILL; stopped 3 other ranks",
+            pids[1]
+        )),
+        "{err}"
+    );
+    assert_all_gone(&pids, &name);
+}
+
+#[test]
+fn sigint_to_the_launcher_stops_everything() {
+    let mut job = start(&["-p", "3"], "sit_in_barrier");
+    let (pids, name) = job.ready(3);
+    std::thread::sleep(Duration::from_millis(100));
+    let launcher = job.child.id();
+    assert!(Command::new("kill")
+        .args(["-INT", &launcher.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let (code, err, _) = job.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("SIGINT"), "{err}");
+    assert_all_gone(&pids, &name);
+}
+
+#[test]
+fn clean_run_exits_zero_and_leaves_nothing() {
+    let job = start(&["-p", "3", "--tag-output"], "barrier_twice");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = Vec::new();
+    while ready.len() < 3 && Instant::now() < deadline {
+        if let Ok(line) = job.lines.recv_timeout(Duration::from_secs(5)) {
+            ready.push(line);
+        }
+    }
+    assert!(
+        ready.iter().all(|l| l.starts_with("[rank ")),
+        "tagged output: {ready:?}"
+    );
+    let (code, err, _) = job.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+    let name = ready[0].split("name=").nth(1).unwrap_or("").to_string();
+    common::assert_no_leftovers(&name);
+}
+
+#[test]
+fn dry_run_on_a_fake_eight_node_machine() {
+    let dir = std::env::temp_dir().join(format!("cobre-shm-topo-{}", std::process::id()));
+    let text: String = (0..8)
+        .map(|i| format!("node {i} cpus={}-{}\n", i * 16, i * 16 + 15))
+        .collect();
+    std::fs::write(&dir, text).expect("write topology");
+    let out = Command::new(launcher_bin())
+        .args(["-p", "16", "--dry-run"])
+        .env("COBRE_SHM_TOPOLOGY", &dir)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("8 node(s), 128 CPU(s)"), "{text}");
+    assert!(
+        text.contains("16 rank(s) on 8 NUMA node(s), bind=numa"),
+        "{text}"
+    );
+    assert!(text.contains("     1      0        8  8-15"), "{text}");
+    // A fake topology never drives a real launch.
+    let out = Command::new(launcher_bin())
+        .args(["-p", "2", "--", "true"])
+        .env("COBRE_SHM_TOPOLOGY", &dir)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only used by --dry-run"));
+    let _ = std::fs::remove_file(dir);
+}
+
+fn fake_segment(name: &str) -> Segment {
+    let seg = Segment::create_exclusive(name, 8192).expect("create");
+    assert!(seg.try_lock_byte(layout::CREATOR_LOCK_BYTE).expect("lock"));
+    seg.write_pod(
+        0,
+        &layout::SegmentHeader {
+            magic: layout::MAGIC,
+            layout_version: layout::LAYOUT_VERSION,
+            kind: layout::SegmentKind::Control as u32,
+            fingerprint: layout::FINGERPRINT,
+            total_bytes: 8192,
+            data_offset: 4096,
+            world_size: 1,
+            creator_pid: std::process::id(),
+            created_unix_ns: 0,
+            state: layout::STATE_READY,
+            abort: 0,
+        },
+    );
+    seg
+}
+
+#[test]
+fn clean_removes_dead_jobs_only() {
+    let dead = format!("/cobre-shm.test-dead.{}", std::process::id());
+    let live = format!("/cobre-shm.test-live.{}", std::process::id());
+    drop(fake_segment(&dead)); // creator lock released: dead
+    let keep = fake_segment(&live); // we hold the lock: alive
+    let out = Command::new(launcher_bin())
+        .arg("clean")
+        .output()
+        .expect("run clean");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&dead) && text.contains("stale: removed"),
+        "{text}"
+    );
+    assert!(text.contains(&live) && text.contains("kept"), "{text}");
+    assert!(common::leftovers(&dead).is_empty());
+    assert_eq!(common::leftovers(&live).len(), 1);
+    drop(keep);
+    Segment::unlink(&live).expect("unlink");
+}
