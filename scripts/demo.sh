@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 cargo build --release --workspace --examples
 cobre-shm topology
 cobre-shm -p 2 --tag-output -- "$CARGO_TARGET_DIR/release/examples/hello_collectives"
+cobre-shm -p 2 train examples/hydro_thermal_tutorial.json --output output/hydro_thermal_tutorial

@@ -27,6 +27,8 @@ mod job;
 pub mod os;
 mod reduce;
 pub mod region;
+pub mod sddp;
+pub mod solver;
 pub mod sync;
 pub mod topology;
 mod wire;

@@ -30,7 +30,6 @@ use nix::unistd::Pid;
 use crate::placement::{Bind, Plan, RankPlacement};
 
 /// What each rank runs.
-#[allow(dead_code)] // `Run` is constructed by the `train` subcommand (SDDP engine issue).
 pub enum Program<'a> {
     /// `exec` this command line.
     Exec(&'a [String]),
@@ -39,7 +38,6 @@ pub enum Program<'a> {
 }
 
 /// What a rank run in place knows about itself.
-#[allow(dead_code)] // Read by the `train` subcommand (SDDP engine issue).
 #[derive(Debug, Clone)]
 pub struct RankContext {
     /// Where it runs.

@@ -6,6 +6,7 @@
 
 mod launch;
 mod placement;
+mod train;
 
 use std::process::ExitCode;
 
@@ -78,6 +79,29 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Train an SDDP policy for a hydrothermal case (the bundled tutorial without CASE)
+    Train(train::TrainArgs),
+    /// Write a synthetic case of any size
+    Generate {
+        /// Hydro plants
+        #[arg(long, default_value_t = 4)]
+        hydros: usize,
+        /// Stages
+        #[arg(long, default_value_t = 12)]
+        stages: usize,
+        /// Openings per stage
+        #[arg(long, default_value_t = 5)]
+        openings: usize,
+        /// Thermal plants
+        #[arg(long, default_value_t = 3)]
+        thermals: usize,
+        /// Seed
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file [default: standard output]
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 fn topology_for(dry_run: bool) -> Result<Topology, String> {
@@ -127,7 +151,34 @@ fn run(cli: &Cli) -> Result<i32, String> {
             }
             return Ok(0);
         }
-        None => {}
+        Some(Command::Generate {
+            hydros,
+            stages,
+            openings,
+            thermals,
+            seed,
+            output,
+        }) => {
+            if [*hydros, *stages, *openings].contains(&0) {
+                return Err("--hydros, --stages and --openings must be at least 1".into());
+            }
+            let spec = cobre_shm::sddp::generate::GenerateSpec {
+                hydros: *hydros,
+                stages: *stages,
+                openings: *openings,
+                thermals: *thermals,
+                seed: *seed,
+            };
+            let text = serde_json::to_string_pretty(&cobre_shm::sddp::generate::generate(&spec))
+                .map_err(|e| format!("cannot serialise the case: {e}"))?;
+            match output {
+                Some(path) => std::fs::write(path, text + "\n")
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                None => println!("{text}"),
+            }
+            return Ok(0);
+        }
+        Some(Command::Train(_)) | None => {}
     }
     let topo = topology_for(cli.dry_run)?;
     let plan = plan(&topo, cli.ranks, cli.bind, cli.threads)?;
@@ -140,17 +191,20 @@ fn run(cli: &Cli) -> Result<i32, String> {
         }
         return Ok(0);
     }
-    if cli.program.is_empty() {
-        return Err(
-            "nothing to run: give a program after `--`, or a subcommand (see --help)".to_string(),
-        );
-    }
     let opts = LaunchOptions {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
         ..LaunchOptions::default()
     };
+    if let Some(Command::Train(args)) = &cli.command {
+        return train::run(args, &plan, &opts, cli.threads);
+    }
+    if cli.program.is_empty() {
+        return Err(
+            "nothing to run: give a program after `--`, or a subcommand (see --help)".to_string(),
+        );
+    }
     launch(&plan, &Program::Exec(&cli.program), &opts)
 }
 

@@ -1,0 +1,238 @@
+//! `cobre-shm train`: validate the case before any rank exists, then run the
+//! SDDP engine inside every forked rank (no exec), or in this process for
+//! `--backend local`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cobre_shm::sddp::{output, train, Case, EngineComm, IterationRow, TrainOptions};
+use cobre_shm::{Comm, ShmBackend};
+
+use crate::launch::{launch, LaunchOptions, Program, RankContext};
+use crate::placement::Plan;
+
+/// Command-line overrides of the case's training defaults.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Case file (JSON); without it, the bundled three-stage tutorial
+    pub case: Option<PathBuf>,
+    /// Output directory [default: ./output/<case name>]
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Iteration limit
+    #[arg(long, value_name = "K")]
+    pub iterations: Option<usize>,
+    /// Forward passes per iteration
+    #[arg(long, value_name = "M")]
+    pub forward_passes: Option<usize>,
+    /// Sampling seed
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Wall-clock limit in seconds
+    #[arg(long, value_name = "SECS")]
+    pub time_limit: Option<f64>,
+    /// Keep a private copy of the opening tree and cut pool in every rank
+    /// (to measure what sharing saves)
+    #[arg(long)]
+    pub replicate: bool,
+    /// Trajectories per warm-start group (results are identical for any
+    /// ranks × threads at a fixed group size)
+    #[arg(long, value_name = "G")]
+    pub warm_group: Option<usize>,
+    /// `shm`: fork the ranks here; `local`: train in this process
+    #[arg(long, value_enum, default_value_t = TrainBackend::Shm)]
+    pub backend: TrainBackend,
+    /// No progress bar or per-iteration log
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Where the ranks come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainBackend {
+    /// One process per rank, forked by this launcher, shared memory.
+    Shm,
+    /// This process alone.
+    Local,
+}
+
+/// Load (or take the bundled) case and resolve the options; every check that
+/// can fail happens here, before any rank exists.
+fn prepare(args: &TrainArgs, threads: usize) -> Result<(Case, TrainOptions, PathBuf), String> {
+    let case = match &args.case {
+        Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
+        None => Case::parse(
+            cobre_shm::sddp::case::TUTORIAL_CASE,
+            "bundled tutorial",
+            "hydro_thermal_tutorial",
+        )
+        .map_err(|e| e.to_string())?,
+    };
+    let mut opts = TrainOptions::from_case(&case, threads);
+    let positive = |v: Option<usize>, name: &str| match v {
+        Some(0) => Err(format!("--{name} must be at least 1")),
+        other => Ok(other),
+    };
+    if let Some(k) = positive(args.iterations, "iterations")? {
+        opts.iterations = k;
+    }
+    if let Some(m) = positive(args.forward_passes, "forward-passes")? {
+        opts.forward_passes = m;
+    }
+    if let Some(g) = positive(args.warm_group, "warm-group")? {
+        opts.warm_group = g;
+    }
+    if let Some(s) = args.seed {
+        opts.seed = s;
+    }
+    if let Some(t) = args.time_limit {
+        if !(t.is_finite() && t > 0.0) {
+            return Err("--time-limit must be a positive number of seconds".into());
+        }
+        opts.time_limit = Some(Duration::from_secs_f64(t));
+    }
+    opts.replicate = args.replicate;
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| Path::new("output").join(&case.name));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create output directory {}: {e}", dir.display()))?;
+    Ok((case, opts, dir))
+}
+
+fn progress(row: &IterationRow, total: usize, tty: bool) {
+    let line = format!(
+        "iteration {:>4}/{total}  lower {:.6e}  upper {:.6e} ± {:.2e}  gap {:>7.3}%  {:.1}s",
+        row.iteration,
+        row.lower_bound,
+        row.upper_bound_mean,
+        row.upper_bound_ci95,
+        100.0 * row.gap,
+        row.elapsed_secs
+    );
+    if tty {
+        let width = 24;
+        let done = (row.iteration * width / total.max(1)).min(width);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r[{}{}] {line}",
+            "#".repeat(done),
+            ".".repeat(width - done)
+        );
+        let _ = err.flush();
+    } else {
+        tracing::info!("{line}");
+    }
+}
+
+/// Train on `comm`; rank 0 writes the outputs. Returns the exit code.
+fn run_rank<C: EngineComm>(
+    comm: &C,
+    case: &Case,
+    opts: &TrainOptions,
+    dir: &Path,
+    quiet: bool,
+) -> i32 {
+    let rank = comm.rank();
+    let tty = std::io::stderr().is_terminal();
+    let result = train(comm, case, opts, |row| {
+        if !quiet {
+            progress(row, opts.iterations, tty);
+        }
+    });
+    if rank == 0 && tty && !quiet {
+        eprintln!();
+    }
+    match result {
+        Ok(report) => {
+            if rank != 0 {
+                return 0;
+            }
+            if let Err(e) = output::write_all(dir, case, &report) {
+                eprintln!("cobre-shm: {e}");
+                return 1;
+            }
+            if let Some(last) = report.rows.last() {
+                println!(
+                    "{}: {} iterations ({}), lower bound {}, upper bound {} ± {}, {} rank(s) x {} thread(s), {:.2}s; outputs in {}",
+                    case.name,
+                    report.rows.len(),
+                    report.stop.as_str(),
+                    last.lower_bound,
+                    last.upper_bound_mean,
+                    last.upper_bound_ci95,
+                    report.ranks,
+                    report.threads,
+                    last.elapsed_secs,
+                    dir.display()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("cobre-shm: rank {rank}: training failed: {e}");
+            1
+        }
+    }
+}
+
+fn init_logging(rank: usize) {
+    let default = if rank == 0 { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// `cobre-shm train`.
+///
+/// # Errors
+/// A message for problems found before any rank starts.
+pub fn run(
+    args: &TrainArgs,
+    plan: &Plan,
+    launch_opts: &LaunchOptions,
+    threads_override: Option<usize>,
+) -> Result<i32, String> {
+    match args.backend {
+        TrainBackend::Local => {
+            let threads = threads_override
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+            let (case, opts, dir) = prepare(args, threads)?;
+            init_logging(0);
+            Ok(run_rank(
+                &Comm::Local(cobre_comm::LocalBackend),
+                &case,
+                &opts,
+                &dir,
+                args.quiet,
+            ))
+        }
+        TrainBackend::Shm => {
+            let (case, opts, dir) = prepare(args, 1)?;
+            let quiet = args.quiet;
+            let body = move |ctx: &RankContext| -> i32 {
+                init_logging(ctx.placement.rank);
+                let comm = match ShmBackend::attach(&ctx.config) {
+                    Ok(c) => Comm::Shm(c),
+                    Err(e) => {
+                        eprintln!("cobre-shm: rank {}: {e}", ctx.placement.rank);
+                        return 1;
+                    }
+                };
+                let opts = TrainOptions {
+                    threads: ctx.placement.threads,
+                    ..opts.clone()
+                };
+                run_rank(&comm, &case, &opts, &dir, quiet)
+            };
+            launch(plan, &Program::Run(&body), launch_opts)
+        }
+    }
+}

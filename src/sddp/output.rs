@@ -1,0 +1,247 @@
+//! Files written by rank 0 after training: `convergence.csv`,
+//! `policy.json`, `summary.json`, `convergence.svg`.
+//!
+//! Floating-point values are written in Rust's shortest round-trip form, so
+//! two files are byte-identical exactly when the values are bit-identical.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::sddp::case::Case;
+use crate::sddp::engine::TrainReport;
+
+/// Header of `convergence.csv`.
+pub const CONVERGENCE_HEADER: &str =
+    "iteration,lower_bound,upper_bound_mean,upper_bound_ci95,gap,cuts,elapsed_secs";
+
+/// The text of `convergence.csv`.
+#[must_use]
+pub fn convergence_csv(report: &TrainReport) -> String {
+    let mut s = String::from(CONVERGENCE_HEADER);
+    s.push('\n');
+    for r in &report.rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{:.3}",
+            r.iteration,
+            r.lower_bound,
+            r.upper_bound_mean,
+            r.upper_bound_ci95,
+            r.gap,
+            r.cuts,
+            r.elapsed_secs
+        );
+    }
+    s
+}
+
+/// The policy as JSON: every cut of every stage.
+#[must_use]
+pub fn policy_json(case: &Case, report: &TrainReport) -> Value {
+    let stages: Vec<Value> = report
+        .policy
+        .iter()
+        .enumerate()
+        .map(|(t, cuts)| {
+            json!({
+                "stage": t + 1,
+                "cuts": cuts.iter().map(|c| json!({
+                    "intercept": c.intercept,
+                    "coefficients": c.coefficients,
+                    "iteration": c.iteration,
+                    "trajectory": c.trajectory,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "case": case.name,
+        "stages": case.stages,
+        "hydros": case.hydros.iter().map(|h| h.name.clone()).collect::<Vec<_>>(),
+        "cut_form": "future_cost_after_stage >= intercept + coefficients . end_volumes",
+        "policy": stages,
+    })
+}
+
+/// The run summary as JSON.
+#[must_use]
+pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
+    let last = report.rows.last();
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let p = &report.phases;
+    let o = &report.options;
+    json!({
+        "case": case.name,
+        "description": case.description,
+        "stages": case.stages,
+        "hydros": case.hydros.len(),
+        "thermals": case.thermals.len(),
+        "backend": report.backend,
+        "ranks": report.ranks,
+        "threads": report.threads,
+        "iterations": report.rows.len(),
+        "stop_reason": report.stop.as_str(),
+        "final": last.map(|r| json!({
+            "lower_bound": r.lower_bound,
+            "upper_bound_mean": r.upper_bound_mean,
+            "upper_bound_ci95": r.upper_bound_ci95,
+            "gap": r.gap,
+            "cuts": r.cuts,
+        })),
+        "options": {
+            "iterations": o.iterations,
+            "forward_passes": o.forward_passes,
+            "seed": o.seed,
+            "time_limit_secs": o.time_limit.map(|d| d.as_secs_f64()),
+            "stall": o.stall.map(|(tol, k)| json!({"tolerance": tol, "iterations": k})),
+            "replicate": o.replicate,
+            "warm_group": o.warm_group,
+        },
+        "time_secs": {
+            "total": last.map_or(0.0, |r| r.elapsed_secs),
+            "setup": secs(p.setup),
+            "forward": secs(p.forward),
+            "backward": secs(p.backward),
+            "cut_exchange": secs(p.cut_exchange),
+            "lower_bound": secs(p.lower_bound),
+            "bounds_sync": secs(p.bounds_sync),
+        },
+        "lp_solves": report.lp_solves,
+        "memory": report.memory.iter().map(|m| json!({
+            "rank": m.rank, "peak_rss_bytes": m.peak_rss, "pss_bytes": m.pss,
+        })).collect::<Vec<_>>(),
+        "memory_total_pss_bytes": report.memory.iter().map(|m| m.pss).sum::<u64>(),
+        "shared_regions": report.regions.iter().map(|r| json!({
+            "name": r.name,
+            "bytes": r.bytes,
+            "one_copy_per_node": r.shared,
+            "pages_by_numa_node": r.pages_by_node.iter().map(|(n, c)| json!({"node": n, "pages": c})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A line chart of the bounds per iteration.
+#[must_use]
+pub fn convergence_svg(case: &Case, report: &TrainReport) -> String {
+    let (w, h, pad) = (720.0f64, 400.0f64, 60.0f64);
+    let rows = &report.rows;
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for r in rows {
+        for v in [
+            r.lower_bound,
+            r.upper_bound_mean - r.upper_bound_ci95,
+            r.upper_bound_mean + r.upper_bound_ci95,
+        ] {
+            if v.is_finite() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+    }
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        lo = if lo.is_finite() { lo - 1.0 } else { 0.0 };
+        hi = lo + 2.0;
+    }
+    let n = rows.len().max(2) as f64;
+    let x = |i: usize| pad + (i as f64) / (n - 1.0) * (w - 2.0 * pad);
+    let y = |v: f64| h - pad - (v - lo) / (hi - lo) * (h - 2.0 * pad);
+    let line = |f: &dyn Fn(usize) -> f64| {
+        rows.iter()
+            .enumerate()
+            .map(|(i, _)| format!("{:.1},{:.1}", x(i), y(f(i))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{pad}" y="24" font-size="15">{} — bounds per iteration</text>"#,
+        xml(&case.name)
+    );
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="{}"/>"##,
+        line(&|i| rows[i].upper_bound_mean + rows[i].upper_bound_ci95)
+    );
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="{}"/>"##,
+        line(&|i| rows[i].upper_bound_mean - rows[i].upper_bound_ci95)
+    );
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{}"/>"##,
+        line(&|i| rows[i].upper_bound_mean)
+    );
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#2471a3" stroke-width="2" points="{}"/>"##,
+        line(&|i| rows[i].lower_bound)
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"##,
+        h - pad,
+        w - pad,
+        h - pad
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"##,
+        h - pad
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">iteration (1–{})</text>"#,
+        w / 2.0,
+        h - 20.0,
+        rows.len()
+    );
+    let _ = writeln!(s, r#"<text x="8" y="{}">{hi:.6e}</text>"#, pad);
+    let _ = writeln!(s, r#"<text x="8" y="{}">{lo:.6e}</text>"#, h - pad);
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="44" fill="#2471a3">lower bound</text>"##,
+        w - 260.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="44" fill="#c0392b">upper bound mean ± 95% CI</text>"##,
+        w - 170.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Write all four files into `dir` (created if needed).
+///
+/// # Errors
+/// I/O errors, with the file name.
+pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    write("convergence.csv", convergence_csv(report))?;
+    write("policy.json", pretty(&policy_json(case, report)))?;
+    write("summary.json", pretty(&summary_json(case, report)))?;
+    write("convergence.svg", convergence_svg(case, report))?;
+    Ok(())
+}

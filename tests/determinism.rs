@@ -1,0 +1,148 @@
+//! Bit-identical training for (ranks × threads) = 1×1, 1×2, 2×1, 4×1, 2×2,
+//! with real rank processes started by the launcher, plus the same run with
+//! private copies (`--replicate`) and in-process (`--backend local`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cobre-shm-det-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+fn run(args: &[&str], case: &Path, out: &Path) {
+    let o = Command::new(common::launcher_bin())
+        .args(args)
+        .arg(case)
+        .args([
+            "--iterations",
+            "6",
+            "--forward-passes",
+            "10",
+            "--seed",
+            "5",
+            "--quiet",
+            "--output",
+        ])
+        .arg(out)
+        .output()
+        .expect("run cobre-shm");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Everything that must be bit-identical: convergence.csv without the
+/// wall-clock column, policy.json, and the final bounds.
+fn fingerprint(out: &Path) -> (String, String, String) {
+    let csv = std::fs::read_to_string(out.join("convergence.csv")).expect("convergence.csv");
+    let csv: Vec<String> = csv
+        .lines()
+        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
+        .collect();
+    let policy = std::fs::read_to_string(out.join("policy.json")).expect("policy.json");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("json");
+    (csv.join("\n"), policy, summary["final"].to_string())
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary.json"))
+        .expect("json")
+}
+
+#[test]
+fn results_are_bit_identical_for_any_ranks_and_threads() {
+    let dir = workdir("matrix");
+    let case = dir.join("case.json");
+    let gen = Command::new(common::launcher_bin())
+        .args([
+            "generate",
+            "--hydros",
+            "3",
+            "--stages",
+            "5",
+            "--openings",
+            "4",
+            "--thermals",
+            "2",
+            "--seed",
+            "8",
+            "--output",
+        ])
+        .arg(&case)
+        .output()
+        .expect("generate");
+    assert!(gen.status.success());
+    let reference_dir = dir.join("1x1");
+    run(
+        &["-p", "1", "--threads", "1", "train"],
+        &case,
+        &reference_dir,
+    );
+    let reference = fingerprint(&reference_dir);
+    assert!(reference.1.len() > 1000, "the policy has cuts");
+    for (ranks, threads) in [(1, 2), (2, 1), (4, 1), (2, 2)] {
+        let out = dir.join(format!("{ranks}x{threads}"));
+        run(
+            &[
+                "-p",
+                &ranks.to_string(),
+                "--threads",
+                &threads.to_string(),
+                "train",
+            ],
+            &case,
+            &out,
+        );
+        let got = fingerprint(&out);
+        assert_eq!(
+            got.0, reference.0,
+            "convergence.csv differs at {ranks}x{threads}"
+        );
+        assert!(
+            got.1 == reference.1,
+            "policy.json differs at {ranks}x{threads}"
+        );
+        assert_eq!(
+            got.2, reference.2,
+            "final bounds differ at {ranks}x{threads}"
+        );
+        let s = summary(&out);
+        assert_eq!(
+            (s["ranks"].as_u64(), s["threads"].as_u64()),
+            (Some(ranks), Some(threads))
+        );
+        for r in s["shared_regions"].as_array().expect("regions") {
+            assert_eq!(r["one_copy_per_node"], true, "{r}");
+        }
+    }
+    // Private copies compute the same thing.
+    let out = dir.join("replicate");
+    run(&["-p", "2", "train", "--replicate"], &case, &out);
+    assert_eq!(fingerprint(&out), reference, "--replicate changes results");
+    for r in summary(&out)["shared_regions"].as_array().expect("regions") {
+        assert_eq!(r["one_copy_per_node"], false, "{r}");
+    }
+    // One process, no launcher.
+    let out = dir.join("local");
+    run(
+        &["--threads", "2", "train", "--backend", "local"],
+        &case,
+        &out,
+    );
+    assert_eq!(
+        fingerprint(&out),
+        reference,
+        "--backend local changes results"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
