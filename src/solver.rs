@@ -36,6 +36,17 @@ pub enum LpStatus {
     Other(i32),
 }
 
+/// LP algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Dual simplex (the default; warm starts after RHS changes).
+    DualSimplex,
+    /// Primal simplex.
+    PrimalSimplex,
+    /// Interior point with crossover.
+    InteriorPoint,
+}
+
 /// Rows in compressed sparse row form.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rows {
@@ -313,6 +324,24 @@ impl Lp {
             }
             other => LpStatus::Other(other),
         })
+    }
+
+    /// Choose the algorithm of the next solves.
+    ///
+    /// # Errors
+    /// When HiGHS rejects the option.
+    pub fn set_algorithm(&mut self, algorithm: Algorithm) -> Result<(), LpError> {
+        match algorithm {
+            Algorithm::DualSimplex => {
+                self.set_string("solver", c"simplex")?;
+                self.set_int("simplex_strategy", 1)
+            }
+            Algorithm::PrimalSimplex => {
+                self.set_string("solver", c"simplex")?;
+                self.set_int("simplex_strategy", 4)
+            }
+            Algorithm::InteriorPoint => self.set_string("solver", c"ipm"),
+        }
     }
 
     /// Objective value of the last solve.

@@ -138,6 +138,20 @@ fn run_rank<C: EngineComm>(
 ) -> i32 {
     let rank = comm.rank();
     let tty = std::io::stderr().is_terminal();
+    if rank == 0 {
+        tracing::info!(
+            "training {}: {} stages, {} hydros, {} thermals; {} rank(s) x {} thread(s) on the {} backend; {} iterations x {} forward passes",
+            case.name,
+            case.stages,
+            case.hydros.len(),
+            case.thermals.len(),
+            comm.size(),
+            opts.threads,
+            comm.backend_name(),
+            opts.iterations,
+            opts.forward_passes
+        );
+    }
     let result = train(comm, case, opts, |row| {
         if !quiet {
             progress(row, opts.iterations, tty);

@@ -308,7 +308,12 @@ fn make_store<C: EngineComm>(
     if shared {
         Ok(Store::Shared(comm.create_shared_region::<f64>(len)?))
     } else {
-        Ok(Store::Private(vec![0.0; len]))
+        // Touch every page, as the shared region's creation does, so a
+        // private copy costs what it would cost once filled.
+        let mut v = vec![0.0; len];
+        v.fill(0.0);
+        std::hint::black_box(&mut v);
+        Ok(Store::Private(v))
     }
 }
 

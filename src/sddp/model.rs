@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use crate::sddp::case::Case;
-use crate::solver::{Lp, LpError, LpStatus, Rows, INF};
+use crate::solver::{Algorithm, Lp, LpError, LpStatus, Rows, INF};
 
 /// Why a stage solve failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,7 @@ pub struct StageLp {
     duals: Vec<f64>,
     cuts: usize,
     solves: u64,
+    recoveries: u64,
     cut_rows: Rows,
 }
 
@@ -126,6 +127,7 @@ impl StageLp {
             duals: Vec::new(),
             cuts: 0,
             solves: 0,
+            recoveries: 0,
             cut_rows: Rows::default(),
         })
     }
@@ -149,8 +151,11 @@ impl StageLp {
         }
         self.lp
             .set_row_bounds(&self.rhs_rows, &self.rhs, &self.rhs)?;
-        let status = self.lp.solve()?;
+        let mut status = self.lp.solve()?;
         self.solves += 1;
+        if status != LpStatus::Optimal {
+            status = self.recover()?;
+        }
         if status != LpStatus::Optimal {
             return Err(SolveError::NotOptimal {
                 stage: self.stage + 1,
@@ -165,6 +170,34 @@ impl StageLp {
             objective,
             stage_cost: objective - self.cols[self.theta],
         })
+    }
+
+    /// After a failed warm solve (numerical trouble), try again from a cold
+    /// start with the dual simplex, then the primal simplex, then interior
+    /// point. The ladder is a fixed sequence, so results stay deterministic.
+    fn recover(&mut self) -> Result<LpStatus, LpError> {
+        let mut status = LpStatus::Other(-1);
+        for algorithm in [
+            Algorithm::DualSimplex,
+            Algorithm::PrimalSimplex,
+            Algorithm::InteriorPoint,
+        ] {
+            self.lp.cold_start()?;
+            self.lp.set_algorithm(algorithm)?;
+            status = self.lp.solve()?;
+            self.recoveries += 1;
+            if status == LpStatus::Optimal {
+                break;
+            }
+        }
+        self.lp.set_algorithm(Algorithm::DualSimplex)?;
+        Ok(status)
+    }
+
+    /// Solves that needed [`Self::recover`].
+    #[must_use]
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries
     }
 
     /// End volumes of the last solve.

@@ -1,0 +1,220 @@
+//! SDDP benchmarks, each printing a table with the command that produced it:
+//!
+//! 1. time per iteration of a generated case (20 hydros, 24 stages, 10
+//!    openings, 40 forward passes) at 1×1, 1×2, 2×1, 2×2, 4×1 (ranks ×
+//!    threads), all in the same run;
+//! 2. memory: summed PSS of all ranks, shared regions vs `--replicate`, at
+//!    1, 2 and 4 ranks, on a case whose cut pool is tens of MB;
+//! 3. LP solves per second on one thread, warm-started vs cold.
+//!
+//! Run: `cargo build --release --workspace && cargo bench --bench sddp`
+//! (`-- --quick` for a shorter run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use cobre_comm::LocalBackend;
+use cobre_shm::sddp::generate::{generate, GenerateSpec};
+use cobre_shm::sddp::model::StageLp;
+use cobre_shm::sddp::{train, Case, TrainOptions};
+use cobre_shm::Comm;
+
+fn launcher() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench binary");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("cobre-shm"))
+        .filter(|p| p.exists())
+        .expect("build the launcher first: cargo build --release --workspace")
+}
+
+fn write_case(dir: &Path, spec: &GenerateSpec) -> (PathBuf, Case) {
+    let text = serde_json::to_string(&generate(spec)).expect("serialise");
+    let path = dir.join(format!(
+        "h{}_t{}_o{}.json",
+        spec.hydros, spec.stages, spec.openings
+    ));
+    std::fs::write(&path, &text).expect("write case");
+    (
+        path.clone(),
+        Case::parse(&text, "generated", "g").expect("valid"),
+    )
+}
+
+fn train_run(
+    case: &Path,
+    out: &Path,
+    ranks: usize,
+    threads: usize,
+    extra: &[&str],
+) -> serde_json::Value {
+    let o = Command::new(launcher())
+        .args([
+            "-p",
+            &ranks.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "train",
+        ])
+        .arg(case)
+        .args(extra)
+        .args(["--quiet", "--output"])
+        .arg(out)
+        .output()
+        .expect("run cobre-shm");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary"))
+        .expect("json")
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let dir = std::env::temp_dir().join(format!("cobre-shm-bench-sddp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+
+    // 1. Iteration time.
+    let iterations = if quick { 2 } else { 4 };
+    let spec = GenerateSpec {
+        hydros: 20,
+        stages: 24,
+        openings: 10,
+        thermals: 5,
+        seed: 1,
+    };
+    let (case_path, _) = write_case(&dir, &spec);
+    println!("## 1. time per iteration: 20 hydros, 24 stages, 10 openings, 40 forward passes, {iterations} iterations\n");
+    println!("| ranks × threads | s / iteration | LP solves / s | speed-up vs 1×1 | lower bound after {iterations} |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut base = None;
+    for (r, t) in [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1)] {
+        let s = train_run(
+            &case_path,
+            &dir.join(format!("it_{r}x{t}")),
+            r,
+            t,
+            &[
+                "--iterations",
+                &iterations.to_string(),
+                "--forward-passes",
+                "40",
+            ],
+        );
+        let total = s["time_secs"]["total"].as_f64().unwrap_or(f64::NAN);
+        let per = total / iterations as f64;
+        let solves = s["lp_solves"].as_f64().unwrap_or(f64::NAN);
+        let b = *base.get_or_insert(per);
+        println!(
+            "| {r} × {t} | {per:.3} | {:.0} | {:.2}× | {} |",
+            solves / total,
+            b / per,
+            s["final"]["lower_bound"]
+        );
+    }
+
+    // 2. Memory: shared regions vs private copies.
+    let spec = GenerateSpec {
+        hydros: 30,
+        stages: 24,
+        openings: 4,
+        thermals: 2,
+        seed: 2,
+    };
+    let (mem_case, _) = write_case(&dir, &spec);
+    let mem_args = [
+        "--iterations",
+        "300",
+        "--forward-passes",
+        "40",
+        "--time-limit",
+        "0.5",
+    ];
+    println!("\n## 2. memory: summed PSS of all ranks (30 hydros, 24 stages, cut pool for 300 iterations × 40 passes)\n");
+    println!(
+        "| ranks | opening tree + cut pool | shared: total PSS | --replicate: total PSS | saved |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for r in [1usize, 2, 4] {
+        let shared = train_run(&mem_case, &dir.join(format!("mem_s{r}")), r, 1, &mem_args);
+        let replicated = train_run(
+            &mem_case,
+            &dir.join(format!("mem_r{r}")),
+            r,
+            1,
+            &[&mem_args[..], &["--replicate"]].concat(),
+        );
+        let bytes: u64 = shared["shared_regions"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter_map(|x| x["bytes"].as_u64()).sum());
+        let s = shared["memory_total_pss_bytes"].as_u64().unwrap_or(0);
+        let p = replicated["memory_total_pss_bytes"].as_u64().unwrap_or(0);
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "| {r} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB ({:.0}%) |",
+            mb(bytes),
+            mb(s),
+            mb(p),
+            mb(p.saturating_sub(s)),
+            100.0 * (p as f64 - s as f64) / p as f64
+        );
+    }
+
+    // 3. LP solves per second, warm vs cold, one thread.
+    let spec = GenerateSpec {
+        hydros: 20,
+        stages: 24,
+        openings: 10,
+        thermals: 5,
+        seed: 1,
+    };
+    let text = serde_json::to_string(&generate(&spec)).expect("serialise");
+    let case = Case::parse(&text, "generated", "g").expect("valid");
+    let mut opts = TrainOptions::from_case(&case, 1);
+    opts.iterations = 3;
+    opts.forward_passes = 40;
+    let report = train(&Comm::Local(LocalBackend), &case, &opts, |_| {}).expect("train");
+    let t = 1;
+    let mut lp = StageLp::build(&case, t).expect("model");
+    lp.add_cuts(
+        report.policy[t]
+            .iter()
+            .map(|c| (c.intercept, c.coefficients.as_slice())),
+    )
+    .expect("cuts");
+    let (off, len) = case.tree_offsets();
+    let mut tree = vec![0.0; len];
+    for s in 0..case.stages {
+        let end = off.get(s + 1).copied().unwrap_or(len);
+        case.fill_stage_inflows(s, &mut tree[off[s]..end]);
+    }
+    let nh = case.hydros.len();
+    let state: Vec<f64> = case
+        .hydros
+        .iter()
+        .map(|h| 0.5 * (h.min_volume + h.max_volume))
+        .collect();
+    let solves = if quick { 500 } else { 3000 };
+    let mut rate = |cold: bool| {
+        let t0 = Instant::now();
+        for i in 0..solves {
+            if cold {
+                lp.cold_start().expect("cold start");
+            }
+            let k = i % case.openings(t);
+            let a = &tree[off[t] + k * nh..off[t] + (k + 1) * nh];
+            lp.solve(&state, a).expect("solve");
+        }
+        solves as f64 / t0.elapsed().as_secs_f64()
+    };
+    let cold = rate(true);
+    let warm = rate(false);
+    println!(
+        "\n## 3. LP solves per second on one thread (stage 2 of the 20-hydro case with {} cuts; openings cycled)\n",
+        lp.cut_count()
+    );
+    println!("| start | solves / s | µs / solve |\n|---|---:|---:|");
+    println!("| cold (basis cleared) | {cold:.0} | {:.1} |", 1e6 / cold);
+    println!("| warm (previous basis) | {warm:.0} | {:.1} |", 1e6 / warm);
+    println!("\nwarm / cold: {:.2}×", warm / cold);
+    let _ = std::fs::remove_dir_all(dir);
+}
