@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up this machine, then run the whole test suite (this is what CI runs).
+# When an MPI is installed (scripts/install-mpi.sh), the suite runs a second
+# time with the `mpi` feature, which adds the shm-vs-MPI comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -7,6 +9,13 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
+if pkg-config --exists mpich 2>/dev/null || pkg-config --exists ompi 2>/dev/null; then
+  echo "test: MPI found: running the suite again with --features mpi"
+  cargo clippy --release --workspace --all-targets --features mpi -- -D warnings
+  cargo test --release --workspace --features mpi
+else
+  echo "test: NOTICE: no MPI installed: skipping the --features mpi run (scripts/install-mpi.sh installs Open MPI and MPICH)"
+fi
 left=$(ls /dev/shm | grep -E '^cobre-shm' || true)
 if [ -n "$left" ]; then
   echo "test: segments left in /dev/shm: $left" >&2

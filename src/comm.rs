@@ -16,43 +16,119 @@ pub const ENV_BACKEND: &str = "COBRE_COMM_BACKEND";
 /// Backend names this build knows.
 #[must_use]
 pub fn available_backends() -> Vec<String> {
-    vec!["shm".to_string(), "local".to_string()]
+    let mut v = vec!["shm".to_string(), "local".to_string()];
+    if cfg!(feature = "mpi") {
+        v.insert(0, "mpi".to_string());
+    }
+    v
+}
+
+/// Every backend name `COBRE_COMM_BACKEND` may hold, built in or not.
+const KNOWN_BACKENDS: [&str; 4] = ["auto", "mpi", "shm", "local"];
+
+/// Whether the environment shows an MPI launch (`mpiexec`, `mpirun`,
+/// `srun`), by the variables those set.
+#[must_use]
+pub fn mpi_launch_detected() -> bool {
+    [
+        "PMI_RANK",
+        "PMI_SIZE",
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "MPI_LOCALRANKID",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Initialise MPI and return its communicator (cobre-comm's
+/// `FerrompiBackend`, `MPI_THREAD_FUNNELED`).
+///
+/// # Errors
+/// `BackendNotAvailable` when built without the `mpi` feature;
+/// `InitializationFailed` when MPI cannot start.
+pub fn create_mpi_communicator() -> Result<Comm, BackendError> {
+    #[cfg(feature = "mpi")]
+    {
+        cobre_comm::FerrompiBackend::new().map(|b| Comm::Mpi(Box::new(b)))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Err(BackendError::BackendNotAvailable {
+            requested: "mpi".to_string(),
+            available: available_backends(),
+        })
+    }
 }
 
 /// The communicator a program gets from [`create_communicator`].
-#[derive(Debug, Clone)]
 pub enum Comm {
     /// Several processes on one node, through POSIX shared memory.
     Shm(ShmBackend),
     /// One process.
     Local(LocalBackend),
+    /// MPI processes on one or many nodes (cobre-comm's ferrompi backend).
+    #[cfg(feature = "mpi")]
+    Mpi(Box<cobre_comm::FerrompiBackend>),
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Comm::{}(rank {} of {})",
+            self.backend_name(),
+            self.rank(),
+            self.size()
+        )
+    }
+}
+
+/// Dispatch `$body` over every variant of [`Comm`], binding the backend to `$c`.
+macro_rules! dispatch {
+    ($self:expr, $c:ident => $body:expr) => {
+        match $self {
+            Comm::Shm($c) => $body,
+            Comm::Local($c) => $body,
+            #[cfg(feature = "mpi")]
+            Comm::Mpi($c) => $body,
+        }
+    };
 }
 
 impl Comm {
-    /// `"shm"` or `"local"`.
+    /// `"shm"`, `"local"` or `"mpi"`.
     #[must_use]
     pub fn backend_name(&self) -> &'static str {
         match self {
             Self::Shm(_) => "shm",
             Self::Local(_) => "local",
+            #[cfg(feature = "mpi")]
+            Self::Mpi(_) => "mpi",
         }
     }
 }
 
 /// Choose and initialise the backend from `COBRE_COMM_BACKEND`: `shm`,
-/// `local`, or `auto`/unset/empty (shm when `COBRE_SHM_NAME` is set, else
-/// local).
+/// `local`, `mpi` (with the `mpi` feature), or `auto`/unset/empty: MPI when
+/// an MPI launcher started the process (and the feature is on), else shm when
+/// `COBRE_SHM_NAME` is set, else local.
 ///
 /// # Errors
-/// `InvalidBackend` for an unknown name; `MissingConfiguration` /
-/// `InitializationFailed` from [`ShmBackend::from_env`].
+/// `InvalidBackend` for an unknown name; `BackendNotAvailable` for `mpi`
+/// without the feature; `MissingConfiguration` / `InitializationFailed` from
+/// the chosen backend.
 pub fn create_communicator() -> Result<Comm, BackendError> {
     let requested = std::env::var(ENV_BACKEND).unwrap_or_default();
     match requested.trim() {
         "shm" => ShmBackend::from_env().map(Comm::Shm),
         "local" => Ok(Comm::Local(LocalBackend)),
+        "mpi" => create_mpi_communicator(),
         "" | "auto" => {
-            if std::env::var_os(ENV_NAME).is_some_and(|v| !v.is_empty()) {
+            if cfg!(feature = "mpi") && mpi_launch_detected() {
+                create_mpi_communicator()
+            } else if std::env::var_os(ENV_NAME).is_some_and(|v| !v.is_empty()) {
                 ShmBackend::from_env().map(Comm::Shm)
             } else {
                 Ok(Comm::Local(LocalBackend))
@@ -60,7 +136,7 @@ pub fn create_communicator() -> Result<Comm, BackendError> {
         }
         other => Err(BackendError::InvalidBackend {
             requested: other.to_string(),
-            available: available_backends(),
+            available: KNOWN_BACKENDS.iter().map(|s| (*s).to_string()).collect(),
         }),
     }
 }
@@ -73,10 +149,7 @@ impl Communicator for Comm {
         counts: &[usize],
         displs: &[usize],
     ) -> Result<(), CommError> {
-        match self {
-            Self::Shm(c) => c.allgatherv(send, recv, counts, displs),
-            Self::Local(c) => c.allgatherv(send, recv, counts, displs),
-        }
+        dispatch!(self, c => c.allgatherv(send, recv, counts, displs))
     }
 
     fn allreduce<T: CommData>(
@@ -85,45 +158,37 @@ impl Communicator for Comm {
         recv: &mut [T],
         op: ReduceOp,
     ) -> Result<(), CommError> {
-        match self {
-            Self::Shm(c) => c.allreduce(send, recv, op),
-            Self::Local(c) => c.allreduce(send, recv, op),
-        }
+        dispatch!(self, c => c.allreduce(send, recv, op))
     }
 
     fn broadcast<T: CommData>(&self, buf: &mut [T], root: usize) -> Result<(), CommError> {
-        match self {
-            Self::Shm(c) => c.broadcast(buf, root),
-            Self::Local(c) => c.broadcast(buf, root),
-        }
+        dispatch!(self, c => c.broadcast(buf, root))
     }
 
     fn barrier(&self) -> Result<(), CommError> {
-        match self {
-            Self::Shm(c) => c.barrier(),
-            Self::Local(c) => c.barrier(),
-        }
+        dispatch!(self, c => c.barrier())
     }
 
     fn rank(&self) -> usize {
         match self {
-            Self::Shm(c) => c.rank(),
-            Self::Local(c) => c.rank(),
+            Self::Shm(c) => Communicator::rank(c),
+            Self::Local(c) => Communicator::rank(c),
+            #[cfg(feature = "mpi")]
+            Self::Mpi(c) => Communicator::rank(c.as_ref()),
         }
     }
 
     fn size(&self) -> usize {
         match self {
-            Self::Shm(c) => c.size(),
-            Self::Local(c) => c.size(),
+            Self::Shm(c) => Communicator::size(c),
+            Self::Local(c) => Communicator::size(c),
+            #[cfg(feature = "mpi")]
+            Self::Mpi(c) => Communicator::size(c.as_ref()),
         }
     }
 
     fn abort(&self, error_code: i32) -> ! {
-        match self {
-            Self::Shm(c) => c.abort(error_code),
-            Self::Local(c) => c.abort(error_code),
-        }
+        dispatch!(self, c => c.abort(error_code))
     }
 }
 
@@ -177,29 +242,22 @@ impl SharedMemoryProvider for Comm {
         match self {
             Self::Shm(c) => c.create_shared_region(count).map(CommRegion::Shm),
             Self::Local(c) => c.create_shared_region(count).map(CommRegion::Heap),
+            #[cfg(feature = "mpi")]
+            Self::Mpi(c) => c.create_shared_region(count).map(CommRegion::Heap),
         }
     }
 
     fn split_local(&self) -> Result<LocalCommKind, CommError> {
-        match self {
-            Self::Shm(c) => c.split_local(),
-            Self::Local(c) => c.split_local(),
-        }
+        dispatch!(self, c => c.split_local())
     }
 
     fn is_leader(&self) -> bool {
-        match self {
-            Self::Shm(c) => c.is_leader(),
-            Self::Local(c) => c.is_leader(),
-        }
+        dispatch!(self, c => c.is_leader())
     }
 }
 
 impl TopologyProvider for Comm {
     fn topology(&self) -> &ExecutionTopology {
-        match self {
-            Self::Shm(c) => c.topology(),
-            Self::Local(c) => c.topology(),
-        }
+        dispatch!(self, c => c.topology())
     }
 }

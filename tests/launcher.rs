@@ -336,8 +336,10 @@ fn fake_segment(name: &str) -> Segment {
 
 #[test]
 fn clean_removes_dead_jobs_only() {
-    let dead = format!("/cobre-shm.test-dead.{}", std::process::id());
-    let live = format!("/cobre-shm.test-live.{}", std::process::id());
+    // Outside the launcher's own start-up sweep (`cobre-shm.` names), which
+    // other tests running in parallel would otherwise apply to `dead` first.
+    let dead = format!("/{}.clean-dead.{}", common::TEST_PREFIX, std::process::id());
+    let live = format!("/{}.clean-live.{}", common::TEST_PREFIX, std::process::id());
     drop(fake_segment(&dead)); // creator lock released: dead
     let keep = fake_segment(&live); // we hold the lock: alive
     let out = Command::new(launcher_bin())

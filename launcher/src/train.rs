@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cobre_comm::Communicator;
 use cobre_shm::sddp::{output, train, Case, EngineComm, IterationRow, TrainOptions};
 use cobre_shm::{Comm, ShmBackend};
 
@@ -40,8 +41,10 @@ pub struct TrainArgs {
     /// ranks × threads at a fixed group size)
     #[arg(long, value_name = "G")]
     pub warm_group: Option<usize>,
-    /// `shm`: fork the ranks here; `local`: train in this process
-    #[arg(long, value_enum, default_value_t = TrainBackend::Shm)]
+    /// `shm`: fork the ranks here; `local`: train in this process; `mpi`:
+    /// this process is one MPI rank (run under `mpiexec`; needs a build with
+    /// `--features mpi`); `auto`: mpi when started by an MPI launcher, else shm
+    #[arg(long, value_enum, default_value_t = TrainBackend::Auto)]
     pub backend: TrainBackend,
     /// No progress bar or per-iteration log
     #[arg(long)]
@@ -51,10 +54,34 @@ pub struct TrainArgs {
 /// Where the ranks come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrainBackend {
+    /// `mpi` under an MPI launcher, `shm` otherwise.
+    Auto,
     /// One process per rank, forked by this launcher, shared memory.
     Shm,
     /// This process alone.
     Local,
+    /// This process is one rank of an MPI job (cobre-comm's ferrompi backend).
+    Mpi,
+}
+
+/// Worker threads of an MPI rank: `--threads`, else `RAYON_NUM_THREADS`,
+/// else this machine's CPUs divided among the MPI ranks on it.
+fn mpi_threads(threads_override: Option<usize>) -> usize {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    threads_override
+        .or_else(|| env("RAYON_NUM_THREADS"))
+        .unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let local = env("OMPI_COMM_WORLD_LOCAL_SIZE")
+                .or_else(|| env("MPI_LOCALNRANKS"))
+                .unwrap_or(1);
+            (cpus / local).max(1)
+        })
 }
 
 /// Load (or take the bundled) case and resolve the options; every check that
@@ -214,7 +241,12 @@ pub fn run(
     launch_opts: &LaunchOptions,
     threads_override: Option<usize>,
 ) -> Result<i32, String> {
-    match args.backend {
+    let backend = match args.backend {
+        TrainBackend::Auto if cobre_shm::comm::mpi_launch_detected() => TrainBackend::Mpi,
+        TrainBackend::Auto => TrainBackend::Shm,
+        other => other,
+    };
+    match backend {
         TrainBackend::Local => {
             let threads = threads_override
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -228,7 +260,20 @@ pub fn run(
                 args.quiet,
             ))
         }
-        TrainBackend::Shm => {
+        TrainBackend::Mpi => {
+            let (case, opts, dir) = prepare(args, mpi_threads(threads_override))?;
+            let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
+                format!(
+                    "{e}. Build with `cargo build --release --features mpi` and run under mpiexec"
+                )
+            })?;
+            init_logging(comm.rank());
+            let code = run_rank(&comm, &case, &opts, &dir, args.quiet);
+            // Finalise MPI (dropping the communicator) before exiting.
+            drop(comm);
+            Ok(code)
+        }
+        TrainBackend::Shm | TrainBackend::Auto => {
             let (case, opts, dir) = prepare(args, 1)?;
             let quiet = args.quiet;
             let body = move |ctx: &RankContext| -> i32 {

@@ -38,6 +38,8 @@ pub trait EngineComm: Communicator + SharedMemoryProvider {
     fn regions_shared(&self) -> bool;
     /// Name of the backend, for the summary.
     fn backend_name(&self) -> &'static str;
+    /// What `create_shared_region` gives on this backend, for the summary.
+    fn region_storage(&self) -> &'static str;
     /// NUMA node of each page of a region (negative: not yet backed), when
     /// the region is real shared memory.
     fn region_pages<T: CommData>(region: &Self::Region<T>) -> Option<Vec<i32>>;
@@ -46,13 +48,24 @@ pub trait EngineComm: Communicator + SharedMemoryProvider {
 impl EngineComm for Comm {
     fn regions_shared(&self) -> bool {
         match self {
-            Comm::Shm(_) => true,
-            Comm::Local(_) => true,
+            Comm::Shm(_) | Comm::Local(_) => true,
+            // cobre-comm 0.18's MPI regions are private heap copies.
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(c) => Communicator::size(c.as_ref()) == 1,
         }
     }
 
     fn backend_name(&self) -> &'static str {
         Comm::backend_name(self)
+    }
+
+    fn region_storage(&self) -> &'static str {
+        match self {
+            Comm::Shm(_) => "posix_shm",
+            Comm::Local(_) => "process_heap",
+            #[cfg(feature = "mpi")]
+            Comm::Mpi(_) => "cobre_comm_heap_fallback",
+        }
     }
 
     fn region_pages<T: CommData>(region: &Self::Region<T>) -> Option<Vec<i32>> {
@@ -230,6 +243,8 @@ pub struct RegionReport {
     pub bytes: usize,
     /// One copy per node (true) or one per rank (false).
     pub shared: bool,
+    /// `posix_shm`, `process_heap`, `cobre_comm_heap_fallback` or `private_copy`.
+    pub storage: &'static str,
     /// Pages per NUMA node as seen by rank 0 (`node -1`: not backed yet).
     pub pages_by_node: Vec<(i32, usize)>,
 }
@@ -275,22 +290,28 @@ pub struct TrainReport {
     pub options: TrainOptions,
 }
 
+/// Where the opening tree or the cut pool lives on this rank.
 enum Store<R> {
+    /// A region all ranks share: each writes its part, one fence publishes.
     Shared(R),
+    /// A region of a backend whose regions are per-rank copies (cobre-comm's
+    /// MPI heap fallback): parts travel by `allgatherv`.
+    Fallback(R),
+    /// A private copy (`--replicate`): parts travel by `allgatherv`.
     Private(Vec<f64>),
 }
 
 impl<R: SharedRegion<f64>> Store<R> {
     fn get(&self) -> &[f64] {
         match self {
-            Store::Shared(r) => r.as_slice(),
+            Store::Shared(r) | Store::Fallback(r) => r.as_slice(),
             Store::Private(v) => v,
         }
     }
 
     fn get_mut(&mut self) -> &mut [f64] {
         match self {
-            Store::Shared(r) => r.as_mut_slice(),
+            Store::Shared(r) | Store::Fallback(r) => r.as_mut_slice(),
             Store::Private(v) => v,
         }
     }
@@ -303,40 +324,44 @@ impl<R: SharedRegion<f64>> Store<R> {
 fn make_store<C: EngineComm>(
     comm: &C,
     len: usize,
-    shared: bool,
+    replicate: bool,
 ) -> Result<Store<C::Region<f64>>, EngineError> {
-    if shared {
-        Ok(Store::Shared(comm.create_shared_region::<f64>(len)?))
-    } else {
+    if replicate {
         // Touch every page, as the shared region's creation does, so a
         // private copy costs what it would cost once filled.
         let mut v = vec![0.0; len];
         v.fill(0.0);
         std::hint::black_box(&mut v);
-        Ok(Store::Private(v))
+        return Ok(Store::Private(v));
     }
+    let region = comm.create_shared_region::<f64>(len)?;
+    Ok(if comm.regions_shared() {
+        Store::Shared(region)
+    } else {
+        Store::Fallback(region)
+    })
 }
 
 /// Make rank-owned contiguous blocks `[start + displs[r], +counts[r])` of
 /// `store` visible to every rank: a fence for shared memory, an
-/// `allgatherv` for private copies.
+/// `allgatherv` for per-rank copies.
 fn publish<C: EngineComm>(
     comm: &C,
     store: &mut Store<C::Region<f64>>,
     start: usize,
     counts: &[usize],
 ) -> Result<(), EngineError> {
-    match store {
-        Store::Shared(r) => r.fence()?,
-        Store::Private(v) => {
-            if comm.size() > 1 {
-                let displs = prefix_displs(counts);
-                let total: usize = counts.iter().sum();
-                let me = comm.rank();
-                let mine = v[start + displs[me]..start + displs[me] + counts[me]].to_vec();
-                comm.allgatherv(&mine, &mut v[start..start + total], counts, &displs)?;
-            }
-        }
+    if let Store::Shared(r) = store {
+        r.fence()?;
+        return Ok(());
+    }
+    if comm.size() > 1 {
+        let displs = prefix_displs(counts);
+        let total: usize = counts.iter().sum();
+        let me = comm.rank();
+        let data = store.get_mut();
+        let mine = data[start + displs[me]..start + displs[me] + counts[me]].to_vec();
+        comm.allgatherv(&mine, &mut data[start..start + total], counts, &displs)?;
     }
     Ok(())
 }
@@ -454,9 +479,8 @@ pub fn train<C: EngineComm>(
     let mut phases = PhaseTimes::default();
 
     // Opening tree: each rank fills a block of stages (first touch), one fence.
-    let shared = comm.regions_shared() && !opts.replicate;
     let (tree_off, tree_len) = case.tree_offsets();
-    let mut tree = make_store(comm, tree_len, shared)?;
+    let mut tree = make_store(comm, tree_len, opts.replicate)?;
     let stage_counts = per_rank_counts(nt, ranks);
     let own_stages = if tree.is_shared() {
         let a: usize = stage_counts[..rank].iter().sum();
@@ -479,7 +503,11 @@ pub fn train<C: EngineComm>(
     let stride = 3 + nh;
     let capacity = opts.iterations * m;
     let cut_stages = nt - 1;
-    let mut pool_store = make_store(comm, (cut_stages * capacity * stride).max(1), shared)?;
+    let mut pool_store = make_store(
+        comm,
+        (cut_stages * capacity * stride).max(1),
+        opts.replicate,
+    )?;
     phases.setup = start.elapsed();
 
     let workers: Vec<Worker> = pool.install(|| {
@@ -740,9 +768,12 @@ pub fn train<C: EngineComm>(
         })
         .collect();
     let region_report = |name, store: &Store<C::Region<f64>>, len: usize| {
-        let pages = match store {
-            Store::Shared(r) => C::region_pages(r).unwrap_or_default(),
-            Store::Private(_) => Vec::new(),
+        let (pages, storage) = match store {
+            Store::Shared(r) | Store::Fallback(r) => (
+                C::region_pages(r).unwrap_or_default(),
+                comm.region_storage(),
+            ),
+            Store::Private(_) => (Vec::new(), "private_copy"),
         };
         let mut by_node: Vec<(i32, usize)> = Vec::new();
         for p in pages {
@@ -756,7 +787,8 @@ pub fn train<C: EngineComm>(
         RegionReport {
             name,
             bytes: len * 8,
-            shared: store.is_shared() && comm.regions_shared(),
+            shared: store.is_shared(),
+            storage,
             pages_by_node: by_node,
         }
     };

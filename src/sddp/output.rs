@@ -118,6 +118,7 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
             "name": r.name,
             "bytes": r.bytes,
             "one_copy_per_node": r.shared,
+            "storage": r.storage,
             "pages_by_numa_node": r.pages_by_node.iter().map(|(n, c)| json!({"node": n, "pages": c})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -1,0 +1,176 @@
+//! The same engine on MPI (cobre-comm's ferrompi backend) and on shared
+//! memory: `cobre-shm -p 2 train` and `mpiexec -n 2 cobre-shm train --backend
+//! mpi` must write bit-identical convergence and policy files. Needs a build
+//! with `--features mpi` and an MPI installation (`scripts/install-mpi.sh`);
+//! otherwise the tests print a notice and return.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `mpiexec` matching the MPI the launcher was linked against, with the
+/// arguments it needs here, or a reason to skip.
+fn mpiexec() -> Result<(String, Vec<String>), String> {
+    if !cfg!(feature = "mpi") {
+        return Err("built without the `mpi` feature".into());
+    }
+    let ldd = Command::new("ldd")
+        .arg(common::launcher_bin())
+        .output()
+        .map_err(|e| format!("ldd: {e}"))?;
+    let libs = String::from_utf8_lossy(&ldd.stdout).to_string();
+    let (prog, args): (&str, &[&str]) = if libs.contains("libmpich") {
+        ("mpiexec.mpich", &[])
+    } else if libs.contains("libmpi.so") {
+        (
+            "mpiexec.openmpi",
+            &["--oversubscribe", "--allow-run-as-root"],
+        )
+    } else {
+        return Err("the launcher is not linked against an MPI library".into());
+    };
+    Command::new(prog)
+        .arg("--version")
+        .output()
+        .map_err(|_| format!("{prog} is not installed (scripts/install-mpi.sh)"))?;
+    Ok((
+        prog.to_string(),
+        args.iter().map(|s| (*s).to_string()).collect(),
+    ))
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cobre-shm-mpi-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+fn csv_without_clock(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("convergence.csv"))
+        .expect("convergence.csv")
+        .lines()
+        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn storage(dir: &Path) -> Vec<String> {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    s["shared_regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| r["storage"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn shm_and_mpi_train_bit_identically() {
+    let (mpiexec, mpi_args) = match mpiexec() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("NOTICE: skipping the shm-vs-MPI test: {why}");
+            return;
+        }
+    };
+    let dir = workdir("train");
+    let case = dir.join("case.json");
+    let gen = Command::new(common::launcher_bin())
+        .args([
+            "generate",
+            "--hydros",
+            "3",
+            "--stages",
+            "5",
+            "--openings",
+            "4",
+            "--thermals",
+            "2",
+            "--seed",
+            "4",
+            "--output",
+        ])
+        .arg(&case)
+        .output()
+        .expect("generate");
+    assert!(gen.status.success());
+    let common_args = [
+        "--iterations",
+        "6",
+        "--forward-passes",
+        "10",
+        "--seed",
+        "2",
+        "--quiet",
+        "--output",
+    ];
+    let shm_out = dir.join("shm");
+    let o = Command::new(common::launcher_bin())
+        .args(["-p", "2", "--threads", "1", "train"])
+        .arg(&case)
+        .args(common_args)
+        .arg(&shm_out)
+        .output()
+        .expect("shm run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mpi_out = dir.join("mpi");
+    let o = Command::new(&mpiexec)
+        .args(&mpi_args)
+        .args(["-n", "2"])
+        .arg(common::launcher_bin())
+        .args(["--threads", "1", "train"])
+        .arg(&case)
+        .args(common_args)
+        .arg(&mpi_out)
+        .output()
+        .expect("mpiexec run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        csv_without_clock(&mpi_out),
+        csv_without_clock(&shm_out),
+        "convergence differs"
+    );
+    let (a, b) = (
+        std::fs::read(mpi_out.join("policy.json")).expect("policy"),
+        std::fs::read(shm_out.join("policy.json")).expect("policy"),
+    );
+    assert!(a == b, "policy.json differs between MPI and shm");
+    assert_eq!(storage(&shm_out), ["posix_shm", "posix_shm"]);
+    assert_eq!(
+        storage(&mpi_out),
+        ["cobre_comm_heap_fallback", "cobre_comm_heap_fallback"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn create_communicator_detects_an_mpi_launch() {
+    let (mpiexec, mpi_args) = match mpiexec() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("NOTICE: skipping the MPI auto-detection test: {why}");
+            return;
+        }
+    };
+    let example = common::launcher_bin()
+        .with_file_name("examples")
+        .join("hello_collectives");
+    assert!(example.exists(), "cargo test builds the examples");
+    let o = Command::new(&mpiexec)
+        .args(&mpi_args)
+        .args(["-n", "2"])
+        .arg(example)
+        .env_remove("COBRE_COMM_BACKEND")
+        .output()
+        .expect("mpiexec");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("rank 0 of 2 (mpi)") && text.contains("rank 1 of 2 (mpi)"),
+        "{text}"
+    );
+}
