@@ -5,10 +5,15 @@
 //!    threads), all in the same run;
 //! 2. memory: summed PSS of all ranks, shared regions vs `--replicate`, at
 //!    1, 2 and 4 ranks, on a case whose cut pool is tens of MB;
-//! 3. LP solves per second on one thread, warm-started vs cold.
+//! 3. LP solves per second on one thread, warm-started vs cold;
+//! 4. (launcher built with `--features mpi`) time per iteration with shm
+//!    `-p 2` vs `mpiexec -n 2`, and `-p 4` vs `mpiexec -n 4` (oversubscribed),
+//!    through cobre-comm's MPI backend; an Open MPI column when
+//!    `benches/build-ompi-launcher.sh` built `cobre-shm-openmpi`.
 //!
 //! Run: `cargo build --release --workspace && cargo bench --bench sddp`
-//! (`-- --quick` for a shorter run).
+//! (`-- --quick` for a shorter run); for section 4:
+//! `cargo build --release --workspace --features mpi && cargo bench --features mpi --bench sddp`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -216,5 +221,96 @@ fn main() {
     println!("| cold (basis cleared) | {cold:.0} | {:.1} |", 1e6 / cold);
     println!("| warm (previous basis) | {warm:.0} | {:.1} |", 1e6 / warm);
     println!("\nwarm / cold: {:.2}×", warm / cold);
+
+    // 4. The same engine on shm and on MPI.
+    versus_mpi(&dir, &case_path, quick);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An MPI a launcher binary is linked against: label, `mpiexec`, its arguments.
+type MpiOf = (&'static str, &'static str, Vec<&'static str>);
+
+/// Which MPI a launcher binary is linked against: `mpiexec` and its arguments.
+fn mpi_of(bin: &Path) -> Option<MpiOf> {
+    let ldd = Command::new("ldd").arg(bin).output().ok()?;
+    let libs = String::from_utf8_lossy(&ldd.stdout).to_string();
+    if libs.contains("libmpich") {
+        Some(("MPICH", "mpiexec.mpich", vec![]))
+    } else if libs.contains("libmpi.so") {
+        Some((
+            "Open MPI",
+            "mpiexec.openmpi",
+            vec![
+                "--allow-run-as-root",
+                "--oversubscribe",
+                "--bind-to",
+                "none",
+                "--mca",
+                "btl",
+                "self,vader",
+            ],
+        ))
+    } else {
+        None
+    }
+}
+
+fn versus_mpi(dir: &Path, case: &Path, quick: bool) {
+    let iterations = if quick { 1 } else { 2 };
+    let mut bins = vec![launcher()];
+    let ompi = launcher().with_file_name("cobre-shm-openmpi");
+    if ompi.exists() {
+        bins.push(ompi);
+    }
+    let mpis: Vec<(PathBuf, MpiOf)> = bins
+        .into_iter()
+        .filter_map(|b| mpi_of(&b).map(|m| (b, m)))
+        .collect();
+    println!("\n## 4. shm vs MPI: seconds per iteration, same case as 1 (40 forward passes, {iterations} iterations), 1 thread per rank\n");
+    if mpis.is_empty() {
+        println!("skipped: the launcher is not built with `--features mpi` (see the command at the top of this file)");
+        return;
+    }
+    let iters = iterations.to_string();
+    let args = ["--iterations", iters.as_str(), "--forward-passes", "40"];
+    print!("| ranks | shm |");
+    for (_, (label, _, _)) in &mpis {
+        print!(" {label} | {label} / shm |");
+    }
+    println!("\n|---:|---:|{}", "---:|---:|".repeat(mpis.len()));
+    for n in [2usize, 4] {
+        let shm = train_run(case, &dir.join(format!("vs_shm{n}")), n, 1, &args);
+        let shm_per = shm["time_secs"]["total"].as_f64().unwrap_or(f64::NAN) / iterations as f64;
+        print!("| {n} | {shm_per:.3} s |");
+        for (bin, (label, mpiexec, extra)) in &mpis {
+            let out = dir.join(format!("vs_{}{n}", label.replace(' ', "_")));
+            let o = Command::new(mpiexec)
+                .args(extra)
+                .args(["-n", &n.to_string()])
+                .arg(bin)
+                .args(["--threads", "1", "train"])
+                .arg(case)
+                .args(args)
+                .args(["--quiet", "--backend", "mpi", "--output"])
+                .arg(&out)
+                .output()
+                .expect("mpiexec");
+            if !o.status.success() {
+                print!(" failed | - |");
+                continue;
+            }
+            let s: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("summary.json")).expect("summary"),
+            )
+            .expect("json");
+            let per = s["time_secs"]["total"].as_f64().unwrap_or(f64::NAN) / iterations as f64;
+            let same = s["final"] == shm["final"];
+            print!(
+                " {per:.3} s{} | {:.2}× |",
+                if same { "" } else { " (different result!)" },
+                per / shm_per
+            );
+        }
+        println!();
+    }
 }

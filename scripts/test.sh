@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
+# `cargo test` builds only the launcher's unit-test harness; the tests run the
+# real `cobre-shm` binary, so build it first.
+cargo build --release --workspace
 cargo test --release --workspace
 if pkg-config --exists mpich 2>/dev/null || pkg-config --exists ompi 2>/dev/null; then
   echo "test: MPI found: running the suite again with --features mpi"
   cargo clippy --release --workspace --all-targets --features mpi -- -D warnings
+  cargo build --release --workspace --features mpi
   cargo test --release --workspace --features mpi
 else
   echo "test: NOTICE: no MPI installed: skipping the --features mpi run (scripts/install-mpi.sh installs Open MPI and MPICH)"

@@ -358,3 +358,48 @@ fn clean_removes_dead_jobs_only() {
     drop(keep);
     Segment::unlink(&live).expect("unlink");
 }
+
+#[test]
+fn mempolicy_reaches_the_shared_regions() {
+    let dir = std::env::temp_dir().join(format!("cobre-shm-mempolicy-{}", std::process::id()));
+    for policy in ["node:0", "interleave", "first-touch"] {
+        let out = dir.join(policy.replace(':', "_"));
+        let o = Command::new(launcher_bin())
+            .args([
+                "-p",
+                "2",
+                "--mempolicy",
+                policy,
+                "train",
+                "--iterations",
+                "2",
+                "--quiet",
+                "--output",
+            ])
+            .arg(&out)
+            .output()
+            .expect("run");
+        assert!(
+            o.status.success(),
+            "{policy}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("summary.json")).expect("summary"),
+        )
+        .expect("json");
+        for r in s["shared_regions"].as_array().expect("regions") {
+            let pages = r["pages_by_numa_node"].as_array().expect("pages");
+            assert!(!pages.is_empty(), "{policy}: {r}");
+            // This machine has one node: every page is on node 0.
+            assert!(pages.iter().all(|p| p["node"] == 0), "{policy}: {r}");
+        }
+    }
+    let o = Command::new(launcher_bin())
+        .args(["-p", "2", "--mempolicy", "node:7", "train"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("node:7: no such NUMA node"));
+    let _ = std::fs::remove_dir_all(dir);
+}

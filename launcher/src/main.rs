@@ -181,6 +181,19 @@ fn run(cli: &Cli) -> Result<i32, String> {
         Some(Command::Train(_)) | None => {}
     }
     let topo = topology_for(cli.dry_run)?;
+    if let MemPolicy::Node(k) = cli.mempolicy {
+        if !topo
+            .nodes
+            .iter()
+            .any(|n| n.id == k && n.memory_bytes != Some(0))
+        {
+            let ids: Vec<String> = topo.nodes.iter().map(|n| n.id.to_string()).collect();
+            return Err(format!(
+                "--mempolicy node:{k}: no such NUMA node with memory (nodes: {})",
+                ids.join(", ")
+            ));
+        }
+    }
     let plan = plan(&topo, cli.ranks, cli.bind, cli.threads)?;
     if cli.dry_run {
         print!("{}", topo.render());

@@ -186,8 +186,9 @@ pub fn run_case(
     out
 }
 
-/// Path of the `cobre-shm` launcher binary built next to this test binary
-/// (`cargo test --workspace` builds it).
+/// Path of the `cobre-shm` launcher binary next to this test binary. `cargo
+/// test` does not build it: run `cargo build --release --workspace` first
+/// (`scripts/test.sh` does).
 pub fn launcher_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
@@ -197,7 +198,7 @@ pub fn launcher_bin() -> std::path::PathBuf {
     let bin = dir.join("cobre-shm");
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the launcher is built",
+        "{} is missing: run `cargo build --release --workspace` before the tests (scripts/test.sh does)",
         bin.display()
     );
     bin
