@@ -87,6 +87,11 @@ impl Job {
         };
         if let Err(e) = job.claim_and_handshake(cfg) {
             job.unlink_linked();
+            // We attached, so the segment is this job's; with its creator
+            // gone nobody else will remove the name.
+            if !job.control.creator_alive().unwrap_or(true) {
+                let _ = Segment::unlink(&cfg.name);
+            }
             return Err(e);
         }
         if job.rank == 0 {
@@ -105,51 +110,24 @@ impl Job {
         }
         let segment_size = ctl.header().world_size as usize;
         if segment_size != cfg.size {
-            let err = ShmError::WorldSizeMismatch {
+            return Err(self.refuse(ShmError::WorldSizeMismatch {
                 name: cfg.name.clone(),
                 segment: segment_size,
                 mine: cfg.size,
                 rank: cfg.rank,
-            };
-            self.raise(
-                AbortKind::AttachFailed,
-                cfg.rank as u32,
-                me,
-                0,
-                &err.to_string(),
-            );
-            return Err(err);
+            }));
         }
         let slot_pid = ctl.slot_pid(cfg.rank);
+        let duplicate = |pid| ShmError::DuplicateRank {
+            name: cfg.name.clone(),
+            rank: cfg.rank,
+            pid,
+        };
         if !ctl.segment().try_lock_byte(rank_lock_byte(cfg.rank))? {
-            let err = ShmError::DuplicateRank {
-                name: cfg.name.clone(),
-                rank: cfg.rank,
-                pid: slot_pid.load(Acquire),
-            };
-            self.raise(
-                AbortKind::AttachFailed,
-                cfg.rank as u32,
-                me,
-                0,
-                &err.to_string(),
-            );
-            return Err(err);
+            return Err(self.refuse(duplicate(slot_pid.load(Acquire))));
         }
         if let Err(previous) = slot_pid.compare_exchange(0, me, SeqCst, SeqCst) {
-            let err = ShmError::DuplicateRank {
-                name: cfg.name.clone(),
-                rank: cfg.rank,
-                pid: previous,
-            };
-            self.raise(
-                AbortKind::AttachFailed,
-                cfg.rank as u32,
-                me,
-                0,
-                &err.to_string(),
-            );
-            return Err(err);
+            return Err(self.refuse(duplicate(previous)));
         }
         let sig = Signature::new(OpKind::Attach).mix(cfg.size as u64).finish();
         self.barrier(sig, "attach").map_err(|e| match e {
@@ -163,6 +141,20 @@ impl Job {
             }
             other => ShmError::Aborted(other.to_string()),
         })
+    }
+
+    /// Abort the job because this process cannot attach, so every rank
+    /// learns why at once; returns `err` for this process.
+    fn refuse(&self, err: ShmError) -> ShmError {
+        let me = std::process::id();
+        self.raise(
+            AbortKind::AttachFailed,
+            self.rank as u32,
+            me,
+            0,
+            &err.to_string(),
+        );
+        err
     }
 
     /// Record a name this rank created and must unlink if the job fails.

@@ -254,7 +254,16 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
             .find(|(_, &w)| w != 0)
             .map(|(r, &w)| alloc_failed(describe(r, w, &name, total, job.mempolicy)))
     };
-    let words = job.exchange_word(mine, sig, OP)?;
+    // If rank 0 died after creating the name, a survivor removes it.
+    let unlink_if_creator_died = |e| {
+        if job.rank != 0 && !job.control.rank_alive(0).unwrap_or(true) {
+            let _ = Segment::unlink(&name);
+        }
+        e
+    };
+    let words = job
+        .exchange_word(mine, sig, OP)
+        .map_err(unlink_if_creator_died)?;
     if let Some(e) = fail(&words) {
         return Err(e);
     }
@@ -264,7 +273,9 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
             Err(st) => mine = st,
         }
     }
-    let words = job.exchange_word(mine, sig, OP)?;
+    let words = job
+        .exchange_word(mine, sig, OP)
+        .map_err(unlink_if_creator_died)?;
     drop(_unlink);
     if let Some(e) = fail(&words) {
         return Err(e);

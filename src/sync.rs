@@ -17,8 +17,8 @@
 //! `sleepers`; a rank that sees the barrier complete wakes them only if that
 //! count is non-zero (store-then-load on both sides with `SeqCst`, so either
 //! the sleeper sees the last arrival or the waker sees the sleeper). Between
-//! slices a sleeper checks the abort word, the liveness of the ranks it still
-//! waits for (their lock bytes) and the job deadline.
+//! slices a sleeper checks the abort word, the liveness of every rank that
+//! has attached (their lock bytes) and the job deadline.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
@@ -283,7 +283,7 @@ impl Job {
         if ctl.is_aborted() {
             return Err(self.aborted_error(op));
         }
-        self.check_missing_alive(next, epoch, op)?;
+        self.check_peers_alive(op)?;
         if Instant::now() >= deadline {
             let missing = self.missing_ranks(next, epoch);
             let reason = format!(
@@ -297,20 +297,16 @@ impl Job {
         Ok(next)
     }
 
-    /// Fail if a rank we still wait for has attached and then died.
-    fn check_missing_alive(
-        &self,
-        from: usize,
-        epoch: u32,
-        op: &'static str,
-    ) -> Result<(), CommError> {
-        for r in self.missing_ranks(from, epoch) {
+    /// Fail if any rank that attached has died. While this barrier is
+    /// incomplete no peer can have left it cleanly — not even one that
+    /// already arrived — so a dead peer means the job cannot finish.
+    fn check_peers_alive(&self, op: &'static str) -> Result<(), CommError> {
+        for r in (0..self.size).filter(|&r| r != self.rank) {
             let pid = self.control.slot_pid(r).load(Acquire);
             if pid == 0 {
                 continue; // not attached yet: only the deadline applies
             }
-            let alive = self.control.rank_alive(r).unwrap_or(true);
-            if !alive {
+            if !self.control.rank_alive(r).unwrap_or(true) {
                 let reason = format!(
                     "rank {r} (pid {pid}) died while rank {} waited in {op}",
                     self.rank

@@ -41,47 +41,19 @@ fn run(args: &[&str], case: &Path, out: &Path) {
 /// Everything that must be bit-identical: convergence.csv without the
 /// wall-clock column, policy.json, and the final bounds.
 fn fingerprint(out: &Path) -> (String, String, String) {
-    let csv = std::fs::read_to_string(out.join("convergence.csv")).expect("convergence.csv");
-    let csv: Vec<String> = csv
-        .lines()
-        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
-        .collect();
     let policy = std::fs::read_to_string(out.join("policy.json")).expect("policy.json");
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    (
+        common::csv_without_clock(out),
+        policy,
+        common::summary(out)["final"].to_string(),
     )
-    .expect("json");
-    (csv.join("\n"), policy, summary["final"].to_string())
-}
-
-fn summary(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary.json"))
-        .expect("json")
 }
 
 #[test]
 fn results_are_bit_identical_for_any_ranks_and_threads() {
     let dir = workdir("matrix");
     let case = dir.join("case.json");
-    let gen = Command::new(common::launcher_bin())
-        .args([
-            "generate",
-            "--hydros",
-            "3",
-            "--stages",
-            "5",
-            "--openings",
-            "4",
-            "--thermals",
-            "2",
-            "--seed",
-            "8",
-            "--output",
-        ])
-        .arg(&case)
-        .output()
-        .expect("generate");
-    assert!(gen.status.success());
+    common::generate_case(&case, [3, 5, 4, 2, 8]);
     let reference_dir = dir.join("1x1");
     run(
         &["-p", "1", "--threads", "1", "train"],
@@ -116,7 +88,7 @@ fn results_are_bit_identical_for_any_ranks_and_threads() {
             got.2, reference.2,
             "final bounds differ at {ranks}x{threads}"
         );
-        let s = summary(&out);
+        let s = common::summary(&out);
         assert_eq!(
             (s["ranks"].as_u64(), s["threads"].as_u64()),
             (Some(ranks), Some(threads))
@@ -129,7 +101,10 @@ fn results_are_bit_identical_for_any_ranks_and_threads() {
     let out = dir.join("replicate");
     run(&["-p", "2", "train", "--replicate"], &case, &out);
     assert_eq!(fingerprint(&out), reference, "--replicate changes results");
-    for r in summary(&out)["shared_regions"].as_array().expect("regions") {
+    for r in common::summary(&out)["shared_regions"]
+        .as_array()
+        .expect("regions")
+    {
         assert_eq!(r["one_copy_per_node"], false, "{r}");
     }
     // One process, no launcher.

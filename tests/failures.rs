@@ -32,6 +32,13 @@ fn rank_entry() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
     let attached = ShmBackend::from_env();
+    if case == "wait_for_missing_rank" {
+        // Size 3 with 2 processes: the handshake cannot complete.
+        let err = attached.expect_err("a rank is missing");
+        println!("ATTACH-ERROR: {err}");
+        assert!(err.to_string().contains("died"), "{err}");
+        return;
+    }
     if case == "attach_fails" {
         let want = std::env::var("COBRE_TEST_EXPECT").unwrap_or_default();
         match attached {
@@ -52,6 +59,7 @@ fn rank_entry() {
     let r = c.rank();
     match case.as_str() {
         "barrier_once" => c.barrier().expect("barrier"),
+        "wait_for_missing_rank" => unreachable!("attach cannot complete"),
         "victim_sleeps" => {
             if r == victim {
                 println!("VICTIM-READY");
@@ -433,19 +441,41 @@ fn stale_segment_of_a_dead_creator_is_reported() {
 }
 
 #[test]
-fn missing_configuration_names_the_variables() {
-    let err = ShmConfig::from_lookup(|_| None).expect_err("must be rejected");
-    match err {
-        BackendError::MissingConfiguration {
-            backend,
-            missing_vars,
-        } => {
-            assert_eq!(backend, "shm");
-            assert_eq!(
-                missing_vars,
-                ["COBRE_SHM_NAME", "COBRE_SHM_RANK", "COBRE_SHM_SIZE"]
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+fn creator_dying_in_the_handshake_leaves_nothing_behind() {
+    let name = unique_name("creatordies");
+    let env = [
+        env_of(&name, "wait_for_missing_rank"),
+        vec![("COBRE_SHM_TIMEOUT_SECS", "30".into())],
+    ]
+    .concat();
+    // Ranks 0 and 1 of a job of 3: both attach and wait for rank 2.
+    let ranks = spawn(
+        "rank_entry",
+        2,
+        &env,
+        &[
+            (0, "COBRE_SHM_SIZE", "3".into()),
+            (1, "COBRE_SHM_SIZE", "3".into()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        common::leftovers(&name).len(),
+        1,
+        "the control segment exists while the job starts"
+    );
+    let killed_at = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &ranks.pids[0].to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let out = ranks.wait(Duration::from_secs(20));
+    assert!(out[1].status.success(), "{}", out[1].describe());
+    assert!(
+        out[1].ended.duration_since(killed_at) < Duration::from_secs(1),
+        "{}",
+        out[1].describe()
+    );
+    assert_no_leftovers(&name);
 }

@@ -384,10 +384,7 @@ fn mempolicy_reaches_the_shared_regions() {
             "{policy}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let s: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("summary.json")).expect("summary"),
-        )
-        .expect("json");
+        let s = common::summary(&out);
         for r in s["shared_regions"].as_array().expect("regions") {
             let pages = r["pages_by_numa_node"].as_array().expect("pages");
             assert!(!pages.is_empty(), "{policy}: {r}");

@@ -47,20 +47,8 @@ fn workdir(tag: &str) -> PathBuf {
     d
 }
 
-fn csv_without_clock(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("convergence.csv"))
-        .expect("convergence.csv")
-        .lines()
-        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn storage(dir: &Path) -> Vec<String> {
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
-            .expect("json");
-    s["shared_regions"]
+    common::summary(dir)["shared_regions"]
         .as_array()
         .expect("regions")
         .iter()
@@ -79,25 +67,7 @@ fn shm_and_mpi_train_bit_identically() {
     };
     let dir = workdir("train");
     let case = dir.join("case.json");
-    let gen = Command::new(common::launcher_bin())
-        .args([
-            "generate",
-            "--hydros",
-            "3",
-            "--stages",
-            "5",
-            "--openings",
-            "4",
-            "--thermals",
-            "2",
-            "--seed",
-            "4",
-            "--output",
-        ])
-        .arg(&case)
-        .output()
-        .expect("generate");
-    assert!(gen.status.success());
+    common::generate_case(&case, [3, 5, 4, 2, 4]);
     let common_args = [
         "--iterations",
         "6",
@@ -130,8 +100,8 @@ fn shm_and_mpi_train_bit_identically() {
         .expect("mpiexec run");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
-        csv_without_clock(&mpi_out),
-        csv_without_clock(&shm_out),
+        common::csv_without_clock(&mpi_out),
+        common::csv_without_clock(&shm_out),
         "convergence differs"
     );
     let (a, b) = (

@@ -213,3 +213,49 @@ pub fn process_running(pid: u32) -> bool {
             != Some("Z")
     })
 }
+
+/// Write a synthetic case with `cobre-shm generate` (hydros, stages,
+/// openings, thermals, seed).
+pub fn generate_case(path: &std::path::Path, spec: [u32; 5]) {
+    let [h, t, o, j, s] = spec.map(|v| v.to_string());
+    let out = Command::new(launcher_bin())
+        .args([
+            "generate",
+            "--hydros",
+            &h,
+            "--stages",
+            &t,
+            "--openings",
+            &o,
+            "--thermals",
+            &j,
+            "--seed",
+            &s,
+            "--output",
+        ])
+        .arg(path)
+        .output()
+        .expect("run cobre-shm generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `convergence.csv` of an output directory without its wall-clock column
+/// (everything that must be bit-identical between layouts).
+pub fn csv_without_clock(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("convergence.csv"))
+        .expect("convergence.csv")
+        .lines()
+        .map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `summary.json` of an output directory.
+pub fn summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary.json"))
+        .expect("summary.json is JSON")
+}
