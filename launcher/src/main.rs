@@ -204,12 +204,32 @@ fn run(cli: &Cli) -> Result<i32, String> {
         }
         return Ok(0);
     }
-    let opts = LaunchOptions {
+    let mut opts = LaunchOptions {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
         ..LaunchOptions::default()
     };
+    if let Some(v) = std::env::var(cobre_shm::config::ENV_STAGING)
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        opts.staging_bytes = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&b: &usize| {
+                b >= cobre_shm_layout::MIN_STAGING_BYTES && b % cobre_shm_layout::PAGE == 0
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{}={v} must be a multiple of {} and at least {}",
+                    cobre_shm::config::ENV_STAGING,
+                    cobre_shm_layout::PAGE,
+                    cobre_shm_layout::MIN_STAGING_BYTES
+                )
+            })?;
+    }
     if let Some(Command::Train(args)) = &cli.command {
         return train::run(args, &plan, &opts, cli.threads);
     }
