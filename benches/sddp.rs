@@ -87,7 +87,7 @@ fn main() {
         thermals: 5,
         seed: 1,
     };
-    let (case_path, _) = write_case(&dir, &spec);
+    let (case_path, case) = write_case(&dir, &spec);
     println!("## 1. time per iteration: 20 hydros, 24 stages, 10 openings, 40 forward passes, {iterations} iterations\n");
     println!("| ranks × threads | s / iteration | LP solves / s | speed-up vs 1×1 | lower bound after {iterations} |");
     println!("|---|---:|---:|---:|---:|");
@@ -164,16 +164,7 @@ fn main() {
         );
     }
 
-    // 3. LP solves per second, warm vs cold, one thread.
-    let spec = GenerateSpec {
-        hydros: 20,
-        stages: 24,
-        openings: 10,
-        thermals: 5,
-        seed: 1,
-    };
-    let text = serde_json::to_string(&generate(&spec)).expect("serialise");
-    let case = Case::parse(&text, "generated", "g").expect("valid");
+    // 3. LP solves per second, warm vs cold, one thread (the case of 1).
     let mut opts = TrainOptions::from_case(&case, 1);
     opts.iterations = 3;
     opts.forward_passes = 40;
