@@ -109,9 +109,8 @@ impl Drop for UnlinkOnDrop<'_> {
 }
 
 fn create_segment(job: &Job, name: &str, total: usize, info: &RegionInfo) -> Result<Segment, u64> {
-    let free = nix::sys::statvfs::statvfs("/dev/shm")
-        .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
-        .unwrap_or(u64::MAX);
+    // The control segment lives on the same filesystem (/dev/shm).
+    let free = job.control.segment().free_bytes().unwrap_or(u64::MAX);
     if free < total as u64 {
         return Err(status(Fail::NoSpace, Errno::ENOSPC));
     }

@@ -113,19 +113,19 @@ impl Signature {
     /// Mix one value in.
     #[must_use]
     pub fn mix(self, v: u64) -> Self {
-        let mut h = self.0;
-        for b in v.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        Self(h)
+        self.mix_bytes(&v.to_le_bytes())
     }
 
     /// Mix in the element type: its name and size.
     #[must_use]
     pub fn element<T>(self) -> Self {
-        let mut h = self.mix(std::mem::size_of::<T>() as u64).0;
-        for b in std::any::type_name::<T>().bytes() {
+        self.mix(std::mem::size_of::<T>() as u64)
+            .mix_bytes(std::any::type_name::<T>().as_bytes())
+    }
+
+    fn mix_bytes(self, bytes: &[u8]) -> Self {
+        let mut h = self.0;
+        for &b in bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }

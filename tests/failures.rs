@@ -137,11 +137,7 @@ fn sigkill_during_barrier_fails_survivors_within_a_second() {
     // Let everyone attach and the survivors sit in the barrier.
     std::thread::sleep(Duration::from_millis(400));
     let killed_at = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-9", &ranks.pids[victim].to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    common::send_signal(ranks.pids[victim], nix::sys::signal::Signal::SIGKILL).expect("sigkill");
     let out = ranks.wait(Duration::from_secs(20));
     for o in &out {
         if o.rank == victim {
@@ -465,11 +461,7 @@ fn creator_dying_in_the_handshake_leaves_nothing_behind() {
         "the control segment exists while the job starts"
     );
     let killed_at = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", &ranks.pids[0].to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    common::send_signal(ranks.pids[0], nix::sys::signal::Signal::SIGKILL).expect("sigkill");
     let out = ranks.wait(Duration::from_secs(20));
     assert!(out[1].status.success(), "{}", out[1].describe());
     assert!(

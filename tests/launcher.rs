@@ -222,11 +222,7 @@ fn rank_killed_from_outside_stops_the_job() {
     let (pids, name) = job.ready(4);
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-9", &pids[1].to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    common::send_signal(pids[1], nix::sys::signal::Signal::SIGKILL).expect("sigkill");
     let (code, err, _) = job.finish(Duration::from_secs(20));
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -250,11 +246,7 @@ fn sigint_to_the_launcher_stops_everything() {
     let (pids, name) = job.ready(3);
     std::thread::sleep(Duration::from_millis(100));
     let launcher = job.child.id();
-    assert!(Command::new("kill")
-        .args(["-INT", &launcher.to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    common::send_signal(launcher, nix::sys::signal::Signal::SIGINT).expect("sigint");
     let (code, err, _) = job.finish(Duration::from_secs(20));
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("SIGINT"), "{err}");

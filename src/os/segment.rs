@@ -6,7 +6,7 @@
 //! bounds-checked; offsets that are out of range or misaligned are crate bugs
 //! and panic.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::Pod;
@@ -156,15 +156,6 @@ impl Segment {
         self.map.len() == 0
     }
 
-    /// Current size of the file behind the mapping.
-    ///
-    /// # Errors
-    /// From `fstat`.
-    pub fn file_len(&self) -> Result<usize, OsError> {
-        let st = fstat(&self.fd).map_err(|e| OsError::new("fstat", &self.name, e))?;
-        Ok(usize::try_from(st.st_size).unwrap_or(0))
-    }
-
     /// Bytes available to an unprivileged user on the filesystem holding the
     /// segment (`/dev/shm`).
     ///
@@ -174,12 +165,6 @@ impl Segment {
         let vfs = nix::sys::statvfs::fstatvfs(&self.fd)
             .map_err(|e| OsError::new("fstatvfs", &self.name, e))?;
         Ok(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
-    }
-
-    /// The file descriptor (for `mbind` callers and tests).
-    #[must_use]
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// Base address of the mapping, for `mbind` only.

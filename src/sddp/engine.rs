@@ -443,6 +443,12 @@ fn split_lengths<T>(mut slice: &mut [T], lens: impl IntoIterator<Item = usize>) 
     out
 }
 
+/// Inflows of opening `k` of stage `t` in the opening tree.
+fn opening<'a>(tree: &'a [f64], offsets: &[usize], hydros: usize, t: usize, k: usize) -> &'a [f64] {
+    let at = offsets[t] + k * hydros;
+    &tree[at..at + hydros]
+}
+
 struct Worker {
     models: Vec<StageLp>,
 }
@@ -569,16 +575,15 @@ pub fn train<C: EngineComm>(
                                     let local = j - base;
                                     v.copy_from_slice(&initial);
                                     let mut total = 0.0;
-                                    for t in 0..nt {
+                                    for (t, stage_probs) in probs.iter().enumerate() {
                                         let u = rng::uniform([
                                             opts.seed,
                                             iteration as u64,
                                             j as u64,
                                             t as u64,
                                         ]);
-                                        let k = rng::pick(probs[t].iter().copied(), u);
-                                        let a =
-                                            &tree[tree_off[t] + k * nh..tree_off[t] + (k + 1) * nh];
+                                        let k = rng::pick(stage_probs.iter().copied(), u);
+                                        let a = opening(tree, &tree_off, nh, t, k);
                                         let sol = worker.models[t].solve(&v, a)?;
                                         total += sol.stage_cost;
                                         v.copy_from_slice(worker.models[t].end_volumes());
@@ -626,8 +631,7 @@ pub fn train<C: EngineComm>(
                                     let mut alpha = 0.0;
                                     beta.iter_mut().for_each(|b| *b = 0.0);
                                     for (k, &p) in probs.iter().enumerate() {
-                                        let a =
-                                            &tree[tree_off[t] + k * nh..tree_off[t] + (k + 1) * nh];
+                                        let a = opening(tree, &tree_off, nh, t, k);
                                         let sol = model.solve(x, a)?;
                                         let pi = model.state_duals();
                                         let dot: f64 = pi.iter().zip(x).map(|(p, x)| p * x).sum();
@@ -670,7 +674,7 @@ pub fn train<C: EngineComm>(
             model.cold_start()?;
             let mut lb = 0.0;
             for (k, &p) in probs[0].iter().enumerate() {
-                let a = &tree[tree_off[0] + k * nh..tree_off[0] + (k + 1) * nh];
+                let a = opening(tree, &tree_off, nh, 0, k);
                 lb += p * model.solve(&initial, a)?.objective;
             }
             lb

@@ -147,7 +147,7 @@ impl Ranks {
                 Ok(o) => done.push(o),
                 Err(_) => {
                     for &pid in &self.pids {
-                        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                        let _ = send_signal(pid, nix::sys::signal::Signal::SIGKILL);
                     }
                     let finished: Vec<String> = done.iter().map(RankOutcome::describe).collect();
                     panic!(
@@ -258,4 +258,10 @@ pub fn csv_without_clock(dir: &std::path::Path) -> String {
 pub fn summary(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary.json"))
         .expect("summary.json is JSON")
+}
+
+/// Send `sig` to `pid` (through the syscall: no `kill` program needed).
+pub fn send_signal(pid: u32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
 }
