@@ -20,10 +20,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use cobre_comm::LocalBackend;
-use cobre_shm::sddp::generate::{generate, GenerateSpec};
-use cobre_shm::sddp::model::StageLp;
-use cobre_shm::sddp::{train, Case, TrainOptions};
 use cobre_shm::Comm;
+use cobre_shm_sddp::generate::{generate, GenerateSpec};
+use cobre_shm_sddp::model::StageLp;
+use cobre_shm_sddp::{train, Case, TrainOptions};
 
 fn launcher() -> PathBuf {
     let exe = std::env::current_exe().expect("bench binary");

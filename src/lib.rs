@@ -27,8 +27,6 @@ mod job;
 pub mod os;
 mod reduce;
 pub mod region;
-pub mod sddp;
-pub mod solver;
 pub mod sync;
 pub mod topology;
 mod wire;

@@ -6,10 +6,10 @@
 mod common;
 
 use cobre_comm::LocalBackend;
-use cobre_shm::sddp::case::Uncertainty;
-use cobre_shm::sddp::{train, Case, TrainOptions};
-use cobre_shm::solver::{Lp, LpStatus, Rows, INF};
 use cobre_shm::Comm;
+use cobre_shm_sddp::case::Uncertainty;
+use cobre_shm_sddp::solver::{Lp, LpStatus, Rows, INF};
+use cobre_shm_sddp::{train, Case, TrainOptions};
 
 /// Optimal expected cost over the full scenario tree of `case`.
 fn deterministic_equivalent(case: &Case) -> f64 {
@@ -127,8 +127,7 @@ fn check_against_de(json: &str, iterations: usize, passes: usize) {
 
 #[test]
 fn tutorial_reaches_8333_33() {
-    let case =
-        Case::parse(cobre_shm::sddp::case::TUTORIAL_CASE, "tutorial", "t").expect("tutorial");
+    let case = Case::parse(cobre_shm_sddp::case::TUTORIAL_CASE, "tutorial", "t").expect("tutorial");
     let exact = deterministic_equivalent(&case);
     assert!(
         (exact - 25_000.0 / 3.0).abs() < 1e-4,

@@ -162,14 +162,14 @@ fn run(cli: &Cli) -> Result<i32, String> {
             if [*hydros, *stages, *openings].contains(&0) {
                 return Err("--hydros, --stages and --openings must be at least 1".into());
             }
-            let spec = cobre_shm::sddp::generate::GenerateSpec {
+            let spec = cobre_shm_sddp::generate::GenerateSpec {
                 hydros: *hydros,
                 stages: *stages,
                 openings: *openings,
                 thermals: *thermals,
                 seed: *seed,
             };
-            let text = serde_json::to_string_pretty(&cobre_shm::sddp::generate::generate(&spec))
+            let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(&spec))
                 .map_err(|e| format!("cannot serialise the case: {e}"))?;
             match output {
                 Some(path) => std::fs::write(path, text + "\n")

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cobre_comm::Communicator;
-use cobre_shm::sddp::{output, train, Case, EngineComm, IterationRow, TrainOptions};
 use cobre_shm::{Comm, ShmBackend};
+use cobre_shm_sddp::{output, train, Case, EngineComm, IterationRow, TrainOptions};
 
 use crate::launch::{launch, LaunchOptions, Program, RankContext};
 use crate::placement::Plan;
@@ -90,7 +90,7 @@ fn prepare(args: &TrainArgs, threads: usize) -> Result<(Case, TrainOptions, Path
     let case = match &args.case {
         Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
         None => Case::parse(
-            cobre_shm::sddp::case::TUTORIAL_CASE,
+            cobre_shm_sddp::case::TUTORIAL_CASE,
             "bundled tutorial",
             "hydro_thermal_tutorial",
         )

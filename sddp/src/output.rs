@@ -10,8 +10,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::sddp::case::Case;
-use crate::sddp::engine::TrainReport;
+use crate::case::Case;
+use crate::engine::TrainReport;
 
 /// Header of `convergence.csv`.
 pub const CONVERGENCE_HEADER: &str =

@@ -25,11 +25,11 @@ use cobre_comm::{
 };
 use rayon::prelude::*;
 
-use crate::comm::{Comm, CommRegion};
-use crate::sddp::case::Case;
-use crate::sddp::model::{SolveError, StageLp};
-use crate::sddp::rng;
+use crate::case::Case;
+use crate::model::{SolveError, StageLp};
+use crate::rng;
 use crate::solver::LpError;
+use cobre_shm::{Comm, CommRegion};
 
 /// What the engine needs from a communicator beyond the cobre-comm traits.
 pub trait EngineComm: Communicator + SharedMemoryProvider {

@@ -8,7 +8,7 @@
 //! `θ − β·v ≥ α`.
 #![forbid(unsafe_code)]
 
-use crate::sddp::case::Case;
+use crate::case::Case;
 use crate::solver::{Algorithm, Lp, LpError, LpStatus, Rows, INF};
 
 /// Why a stage solve failed.

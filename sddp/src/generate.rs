@@ -3,10 +3,10 @@
 //! unlimited deficit tier (so every stage problem is feasible).
 #![forbid(unsafe_code)]
 
-use crate::sddp::case::{
+use crate::case::{
     CaseFile, DeficitFile, HydroFile, InflowModelFile, PerStage, ThermalFile, TrainingFile,
 };
-use crate::sddp::rng;
+use crate::rng;
 
 /// Size of a generated case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub fn generate(spec: &GenerateSpec) -> CaseFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sddp::case::Case;
+    use crate::case::Case;
 
     #[test]
     fn generated_cases_validate() {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sddp::rng;
+use crate::rng;
 
 /// A number, or one number per stage.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
