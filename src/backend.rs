@@ -12,6 +12,7 @@ use cobre_comm::{
 use crate::config::{MemPolicy, ShmConfig};
 use crate::error::{collective_failed, ShmError};
 use crate::job::Job;
+use crate::plain;
 use crate::region::{self, ShmRegion};
 use crate::sync::{OpKind, Signature};
 
@@ -128,6 +129,7 @@ impl Communicator for ShmBackend {
         counts: &[usize],
         displs: &[usize],
     ) -> Result<(), CommError> {
+        plain::check::<T>("allgatherv")?;
         self.job.allgatherv(send, recv, counts, displs)
     }
 
@@ -137,10 +139,12 @@ impl Communicator for ShmBackend {
         recv: &mut [T],
         op: ReduceOp,
     ) -> Result<(), CommError> {
+        plain::check::<T>("allreduce")?;
         self.job.allreduce(send, recv, op)
     }
 
     fn broadcast<T: CommData>(&self, buf: &mut [T], root: usize) -> Result<(), CommError> {
+        plain::check::<T>("broadcast")?;
         self.job.broadcast(buf, root)
     }
 
@@ -171,6 +175,8 @@ impl SharedMemoryProvider for ShmBackend {
 
     /// Collective: every rank must call it, in the same order, with the same
     /// `count`. See [`ShmRegion`] for what each rank may read and write.
+    /// Element types that are not plain data are refused (see
+    /// [`crate::plain`]) before anything is created.
     fn create_shared_region<T: CommData>(
         &self,
         count: usize,

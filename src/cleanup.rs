@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use cobre_shm_layout::{SegmentHeader, SegmentKind, CREATOR_LOCK_BYTE, MAGIC};
+use cobre_shm_layout::{SegmentKind, CREATOR_LOCK_BYTE, MAGIC};
 
 use crate::os::segment::{Opened, Segment};
 
@@ -54,7 +54,7 @@ pub fn scan(prefix: &str) -> Vec<FoundSegment> {
         let Ok(Opened::Ready(seg)) = Segment::open(&name, 64) else {
             continue;
         };
-        let h: SegmentHeader = seg.read_pod(0);
+        let h = seg.read_header();
         if h.magic != MAGIC {
             continue;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cobre_comm::BackendError;
 use cobre_shm_layout::{MemPolicyCode, DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES, PAGE};
 
-use crate::sync::WaitPolicy;
+use crate::wait::WaitPolicy;
 
 /// Name of the job's control segment (must start with `/`).
 pub const ENV_NAME: &str = "COBRE_SHM_NAME";

@@ -15,6 +15,7 @@ use nix::errno::Errno;
 use crate::error::ShmError;
 use crate::os::futex;
 use crate::os::segment::{Opened, Segment};
+use crate::wait::{poll_until, WaitPolicy};
 
 /// `raised_by` / `subject_rank` value meaning "no rank" (the launcher, or a
 /// process that never got a rank).
@@ -95,7 +96,7 @@ impl Control {
             mempolicy_node: mempolicy.1,
             reserved: [0; 6],
         };
-        seg.write_pod(lay.info, &info);
+        seg.copy_in(lay.info, bytemuck::bytes_of(&info));
         let header = SegmentHeader {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,
@@ -109,10 +110,50 @@ impl Control {
             state: layout::STATE_INITIALIZING,
             abort: 0,
         };
-        seg.write_pod(0, &header);
+        seg.write_header(&header);
         seg.atomic_u32(layout::HEADER_STATE_OFFSET)
             .store(STATE_READY, Ordering::Release);
         Ok(Self { seg, layout: lay })
+    }
+
+    /// A control block in heap memory for threads of one process standing in
+    /// for ranks (tests under Miri); `share` gives each "rank" its handle.
+    #[cfg(test)]
+    pub(crate) fn in_memory(world_size: usize, staging_bytes: usize) -> Self {
+        let lay = ControlLayout::new(world_size, staging_bytes).expect("test layout");
+        let seg = crate::os::segment::heap::segment("/in-memory", lay.total_bytes);
+        let info = ControlInfo {
+            staging_bytes: staging_bytes as u64,
+            mempolicy: 0,
+            mempolicy_node: 0,
+            reserved: [0; 6],
+        };
+        seg.copy_in(lay.info, bytemuck::bytes_of(&info));
+        seg.write_header(&SegmentHeader {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            kind: SegmentKind::Control as u32,
+            fingerprint: FINGERPRINT,
+            total_bytes: lay.total_bytes as u64,
+            data_offset: lay.staging as u64,
+            world_size: world_size as u32,
+            creator_pid: std::process::id(),
+            created_unix_ns: 0,
+            state: 0,
+            abort: 0,
+        });
+        seg.atomic_u32(layout::HEADER_STATE_OFFSET)
+            .store(STATE_READY, Ordering::Release);
+        Self { seg, layout: lay }
+    }
+
+    /// Another handle on an in-memory control block.
+    #[cfg(test)]
+    pub(crate) fn share(&self) -> Self {
+        Self {
+            seg: crate::os::segment::heap::share(&self.seg),
+            layout: self.layout,
+        }
     }
 
     /// Open the control segment `name` that another process creates, waiting
@@ -128,46 +169,55 @@ impl Control {
         expected_creator: Option<u32>,
     ) -> Result<Self, ShmError> {
         let header_len = size_of::<SegmentHeader>();
-        let mut backoff = Duration::from_micros(200);
         let mut waiting_for = "to be created";
-        loop {
-            if let Opened::Ready(seg) = Segment::open(name, header_len)? {
-                let magic = seg.read_pod::<SegmentHeader>(0).magic;
-                if magic != 0 && magic != MAGIC {
-                    return Err(ShmError::NotCobreSegment {
+        let policy = WaitPolicy::sleepy(
+            Duration::from_millis(20),
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        let found = poll_until(&policy, || {
+            let seg = match Segment::open(name, header_len) {
+                Ok(Opened::Ready(seg)) => seg,
+                Ok(Opened::Foreign { uid, mode }) => {
+                    return Some(Err(ShmError::Foreign {
                         name: name.to_string(),
-                        found: magic,
-                    });
+                        uid,
+                        mode,
+                    }))
                 }
-                let ready = seg
-                    .atomic_u32(layout::HEADER_STATE_OFFSET)
-                    .load(Ordering::Acquire)
-                    == STATE_READY;
-                if ready {
-                    return Self::validate(seg, expected_creator);
-                }
-                if magic == MAGIC && !seg.byte_locked_by_other(CREATOR_LOCK_BYTE)? {
-                    let pid = seg.read_pod::<SegmentHeader>(0).creator_pid;
-                    return Err(ShmError::Stale {
-                        name: name.to_string(),
-                        pid,
-                    });
-                }
-                waiting_for = "to be initialised by its creator";
+                Ok(Opened::Missing | Opened::TooSmall) => return None,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let h = seg.read_header();
+            if h.magic != 0 && h.magic != MAGIC {
+                return Some(Err(ShmError::NotCobreSegment {
+                    name: name.to_string(),
+                    found: h.magic,
+                }));
             }
-            if Instant::now() >= deadline {
-                return Err(ShmError::Timeout(format!(
-                    "segment {name} {waiting_for} (is rank 0 running with the same COBRE_SHM_NAME?)"
-                )));
+            if h.state == STATE_READY {
+                return Some(Ok(seg));
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(20));
+            if h.magic == MAGIC && !seg.byte_locked_by_other(CREATOR_LOCK_BYTE).unwrap_or(true) {
+                return Some(Err(ShmError::Stale {
+                    name: name.to_string(),
+                    pid: h.creator_pid,
+                }));
+            }
+            waiting_for = "to be initialised by its creator";
+            None
+        });
+        match found {
+            Some(Ok(seg)) => Self::validate(seg, expected_creator),
+            Some(Err(e)) => Err(e),
+            None => Err(ShmError::Timeout(format!(
+                "segment {name} {waiting_for} (is rank 0 running with the same COBRE_SHM_NAME?)"
+            ))),
         }
     }
 
     fn validate(seg: Segment, expected_creator: Option<u32>) -> Result<Self, ShmError> {
         let name = seg.name().to_string();
-        let h: SegmentHeader = seg.read_pod(0);
+        let h = seg.read_header();
         if h.magic != MAGIC {
             return Err(ShmError::NotCobreSegment {
                 name,
@@ -213,7 +263,9 @@ impl Control {
                 pid: h.creator_pid,
             });
         }
-        let info: ControlInfo = seg.read_pod(size_of::<SegmentHeader>());
+        // Written by the creator before it published `state` (acquired by
+        // `read_header` in `open`); never written again.
+        let info: ControlInfo = seg.read_published(size_of::<SegmentHeader>());
         let lay = usize::try_from(info.staging_bytes)
             .ok()
             .and_then(|s| ControlLayout::new(h.world_size as usize, s).ok())
@@ -257,16 +309,16 @@ impl Control {
         self.seg.name()
     }
 
-    /// A snapshot of the header.
+    /// A snapshot of the header (every field read atomically).
     #[must_use]
     pub fn header(&self) -> SegmentHeader {
-        self.seg.read_pod(0)
+        self.seg.read_header()
     }
 
-    /// The job parameters.
+    /// The job parameters (published before the segment was marked ready).
     #[must_use]
     pub fn info(&self) -> ControlInfo {
-        self.seg.read_pod(self.layout.info)
+        self.seg.read_published(self.layout.info)
     }
 
     /// The header's abort word (0 running, 1 aborted).
@@ -379,14 +431,13 @@ impl Control {
         let published = self
             .seg
             .atomic_u32(self.layout.abort + layout::ABORT_PUBLISHED_OFFSET);
-        let until = Instant::now() + Duration::from_millis(100);
-        while published.load(Ordering::Acquire) == 0 {
-            if Instant::now() > until {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Some(self.seg.read_pod(self.layout.abort))
+        let policy = WaitPolicy::sleepy(Duration::from_millis(1), Duration::from_millis(100));
+        poll_until(&policy, || {
+            (published.load(Ordering::Acquire) != 0).then_some(())
+        })?;
+        // Written once by the winner of the abort word before its Release
+        // store of `published`, which we just Acquired.
+        Some(self.seg.read_published(self.layout.abort))
     }
 
     /// One line describing why the job was aborted.
@@ -416,7 +467,7 @@ pub fn describe_abort(rec: &AbortRecord) -> String {
 fn describe_existing(name: &str) -> String {
     match Segment::open(name, size_of::<SegmentHeader>()) {
         Ok(Opened::Ready(seg)) => {
-            let h: SegmentHeader = seg.read_pod(0);
+            let h = seg.read_header();
             if h.magic != MAGIC {
                 "it is not a cobre-shm segment".to_string()
             } else {
@@ -431,6 +482,9 @@ fn describe_existing(name: &str) -> String {
                     }
                 )
             }
+        }
+        Ok(Opened::Foreign { uid, mode }) => {
+            format!("it belongs to user {uid} (mode {mode:o}), not to this user")
         }
         Ok(_) => "it is empty or still being created".to_string(),
         Err(e) => format!("it cannot be inspected: {e}"),

@@ -37,6 +37,21 @@ pub enum ShmError {
         found: u64,
     },
 
+    /// The segment belongs to another user, or others may write it.
+    #[error(
+        "{name} belongs to user {uid} with mode {mode:o}, not to this user with mode 600: it was \
+         not created by this job and is left untouched. Choose another COBRE_SHM_NAME; if it \
+         should not be there, ask its owner (or root) to remove /dev/shm{name}"
+    )]
+    Foreign {
+        /// Segment name.
+        name: String,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     /// The creator speaks another layout version.
     #[error(
         "{name} has layout version {found} (created by pid {creator_pid}) but this build speaks \

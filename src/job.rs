@@ -2,11 +2,12 @@
 //! abort.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use cobre_comm::CommError;
 use cobre_shm_layout::{rank_lock_byte, AbortKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -15,7 +16,7 @@ use crate::config::{validate_name, MemPolicy, ShmConfig};
 use crate::control::Control;
 use crate::error::ShmError;
 use crate::os::segment::Segment;
-use crate::sync::{OpKind, Signature, WaitPolicy};
+use crate::sync::{Barrier, Failure, OpKind, Signature};
 
 /// A rank attached to a job's control segment.
 #[derive(Debug)]
@@ -23,9 +24,7 @@ pub(crate) struct Job {
     pub(crate) control: Control,
     pub(crate) rank: usize,
     pub(crate) size: usize,
-    pub(crate) policy: WaitPolicy,
-    /// Barriers this rank has completed.
-    pub(crate) epoch: AtomicU32,
+    sync: Barrier,
     /// Pid of the launcher, when one created the job.
     pub(crate) launcher_pid: Option<u32>,
     /// Next shared-region sequence number (identical on every rank).
@@ -68,23 +67,12 @@ impl Job {
         } else {
             Control::open(&cfg.name, deadline, cfg.creator_pid)?
         };
-        let info = control.info();
-        let job = Self {
-            rank: cfg.rank,
-            size: cfg.size,
-            policy: cfg.wait_policy(online_cpus()),
-            epoch: AtomicU32::new(0),
-            launcher_pid: cfg.creator_pid,
-            region_seq: AtomicU64::new(0),
-            mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
-                .unwrap_or_default(),
-            linked: Mutex::new(if creating {
-                vec![cfg.name.clone()]
-            } else {
-                Vec::new()
-            }),
-            control,
+        let linked = if creating {
+            vec![cfg.name.clone()]
+        } else {
+            Vec::new()
         };
+        let job = Self::new(control, cfg, linked);
         if let Err(e) = job.claim_and_handshake(cfg) {
             job.unlink_linked();
             // We attached, so the segment is this job's; with its creator
@@ -100,6 +88,29 @@ impl Job {
             job.forget_linked(&cfg.name);
         }
         Ok(job)
+    }
+
+    fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
+        let info = control.info();
+        Self {
+            rank: cfg.rank,
+            size: cfg.size,
+            sync: Barrier::new(cfg.rank, cfg.size, cfg.wait_policy(online_cpus())),
+            launcher_pid: cfg.creator_pid,
+            region_seq: AtomicU64::new(0),
+            mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
+                .unwrap_or_default(),
+            linked: Mutex::new(linked),
+            control,
+        }
+    }
+
+    /// A rank of an in-memory job whose "ranks" are threads of this process
+    /// (tests under Miri): no attach handshake, no liveness locks.
+    #[cfg(test)]
+    pub(crate) fn in_memory(control: Control, rank: usize, size: usize) -> Self {
+        let cfg = ShmConfig::new("/in-memory", rank, size);
+        Self::new(control, &cfg, Vec::new())
     }
 
     fn claim_and_handshake(&self, cfg: &ShmConfig) -> Result<(), ShmError> {
@@ -130,17 +141,15 @@ impl Job {
             return Err(self.refuse(duplicate(previous)));
         }
         let sig = Signature::new(OpKind::Attach).mix(cfg.size as u64).finish();
-        self.barrier(sig, "attach").map_err(|e| match e {
-            cobre_comm::CommError::CollectiveFailed { message, .. }
-                if message.contains("timed out") =>
-            {
-                ShmError::Timeout(format!(
-                    "all {} ranks to attach to {}: {message}",
-                    cfg.size, cfg.name
-                ))
-            }
-            other => ShmError::Aborted(other.to_string()),
-        })
+        self.sync
+            .wait(ctl, sig, "attach")
+            .map_err(|e| match e.failure {
+                Failure::Timeout => ShmError::Timeout(format!(
+                    "all {} ranks to attach to {}: {}",
+                    cfg.size, cfg.name, e.message
+                )),
+                _ => ShmError::Aborted(e.message),
+            })
     }
 
     /// Abort the job because this process cannot attach, so every rank
@@ -155,6 +164,34 @@ impl Job {
             &err.to_string(),
         );
         err
+    }
+
+    /// Barrier number `epoch + 1` with signature `sig`; `op` names the
+    /// collective in errors.
+    ///
+    /// # Errors
+    /// `CollectiveFailed` when the job is aborted, a peer died, the
+    /// signatures disagree, or the deadline passes.
+    pub(crate) fn barrier(&self, sig: u32, op: &'static str) -> Result<(), CommError> {
+        Ok(self.sync.wait(&self.control, sig, op)?)
+    }
+
+    /// The epoch reached so far (completed barriers).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.sync.epoch()
+    }
+
+    /// Raise the job's abort record from this rank.
+    pub(crate) fn raise(
+        &self,
+        kind: AbortKind,
+        subject_rank: u32,
+        subject_pid: u32,
+        code: i32,
+        reason: &str,
+    ) {
+        self.sync
+            .raise(&self.control, kind, subject_rank, subject_pid, code, reason);
     }
 
     /// Record a name this rank created and must unlink if the job fails.
@@ -201,11 +238,6 @@ impl Job {
         }
         eprintln!("cobre-shm: {reason}");
         std::process::exit(code)
-    }
-
-    /// The epoch reached so far (completed barriers).
-    pub(crate) fn epoch(&self) -> u32 {
-        self.epoch.load(Relaxed)
     }
 }
 

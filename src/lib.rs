@@ -17,6 +17,7 @@
 //! `backend`, `comm`.
 
 pub mod backend;
+pub mod blocks;
 pub mod cleanup;
 pub mod collectives;
 pub mod comm;
@@ -25,15 +26,19 @@ pub mod control;
 pub mod error;
 mod job;
 pub mod os;
+pub mod plain;
 mod reduce;
 pub mod region;
 pub mod sync;
 pub mod topology;
+pub mod wait;
 mod wire;
 
 pub use backend::{ShmBackend, ShmLocalComm};
+pub use blocks::{BlockPublish, BlockRegion};
 pub use comm::{available_backends, create_communicator, Comm, CommRegion, ENV_BACKEND};
 pub use config::{MemPolicy, ShmConfig};
 pub use error::ShmError;
+pub use plain::register_plain_data;
 pub use region::ShmRegion;
-pub use sync::WaitPolicy;
+pub use wait::WaitPolicy;

@@ -4,21 +4,30 @@
 //!
 //! Creation is collective and born complete: rank 0 creates the segment
 //! exclusively, sizes it, applies the memory policy and marks it ready; one
-//! barrier; the others open and validate it; one barrier; rank 0 unlinks the
-//! name (nothing can leak from then on); each rank default-initialises its
-//! own block of elements (so first-touch places block `r` on rank `r`'s
-//! node); one barrier.
+//! exchange; the others open and validate it; one exchange; rank 0 unlinks
+//! the name (nothing can leak from then on); each rank reserves the pages of
+//! its own block of elements and default-initialises them (so a full
+//! `/dev/shm` is an error, not a `SIGBUS`, and first touch places block `r`
+//! on rank `r`'s node); one exchange of the outcomes.
+//!
+//! Who writes what: as cobre-comm's contract says, the leader (rank 0) gets
+//! the whole region from `as_mut_slice` and every other rank an empty slice;
+//! every rank reads the whole region through `as_slice` after the `fence`
+//! that follows a write. Ranks that fill their own parts use
+//! [`ShmRegion::publish_blocks`], which copies a rank's block in without
+//! ever handing out a `&mut` over memory other processes read.
+#![forbid(unsafe_code)]
 
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cobre_comm::{CommData, CommError, SharedRegion};
 use cobre_shm_layout::{
     region_total_bytes, RegionInfo, SegmentHeader, SegmentKind, CREATOR_LOCK_BYTE, FINGERPRINT,
-    LAYOUT_VERSION, MAGIC, PAGE, REGION_DATA_OFFSET, REGION_INFO_OFFSET, STATE_READY,
+    HEADER_STATE_OFFSET, LAYOUT_VERSION, MAGIC, PAGE, REGION_DATA_OFFSET, REGION_INFO_OFFSET,
+    STATE_READY,
 };
 use nix::errno::Errno;
 
@@ -26,32 +35,20 @@ use crate::config::MemPolicy;
 use crate::job::Job;
 use crate::os::numa;
 use crate::os::segment::{Opened, Segment};
+use crate::plain;
 use crate::sync::{OpKind, Signature};
+use crate::wire;
 
 const OP: &str = "create_shared_region";
 
 /// A shared region of `count` elements of `T` in POSIX shared memory.
-///
-/// Unlike cobre-comm's contract for followers (`as_mut_slice` of length 0),
-/// every rank sees the **whole** region through both `as_slice` and
-/// `as_mut_slice`: ranks may populate disjoint parts between two `fence`
-/// calls (e.g. the opening tree by blocks of stages). Reading a part another
-/// rank writes is only valid after the `fence` that follows the write.
 pub struct ShmRegion<T: CommData> {
     job: Arc<Job>,
     seg: Option<Segment>,
-    ptr: NonNull<T>,
     count: usize,
     id: u64,
     _elem: PhantomData<T>,
 }
-
-// SAFETY: the mapping is ordinary process memory valid until drop, usable
-// from any thread; `T: Send + Sync` (CommData); shared access goes through
-// `&self` (read-only slices) and mutation through `&mut self`, as for a Vec.
-unsafe impl<T: CommData> Send for ShmRegion<T> {}
-// SAFETY: as above.
-unsafe impl<T: CommData> Sync for ShmRegion<T> {}
 
 impl<T: CommData> std::fmt::Debug for ShmRegion<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +69,7 @@ enum Fail {
     Policy = 3,
     Missing = 4,
     Invalid = 5,
+    Reserve = 6,
 }
 
 fn status(kind: Fail, errno: Errno) -> u64 {
@@ -80,11 +78,15 @@ fn status(kind: Fail, errno: Errno) -> u64 {
 
 fn describe(rank: usize, word: u64, name: &str, total: usize, policy: MemPolicy) -> String {
     let errno = Errno::from_raw((word & 0xffff_ffff) as i32);
+    let full = format!(
+        "/dev/shm does not have room for the {total}-byte region {name} (see `df -h /dev/shm`; \
+         free space there, remove dead jobs' segments with `cobre-shm clean`, or enlarge it with \
+         `mount -o remount,size=<N>G /dev/shm`)"
+    );
     let what = match word >> 32 {
-        1 => format!(
-            "/dev/shm does not have {total} bytes free (see `df -h /dev/shm`; enlarge it with \
-             `mount -o remount,size=<N>G /dev/shm`)"
-        ),
+        1 => full,
+        6 if errno == Errno::ENOSPC => full,
+        6 => format!("could not reserve the pages of its block of {name}: {errno}"),
         2 => format!("could not create and map {name} ({total} bytes): {errno}"),
         3 => {
             format!("could not apply memory policy {policy}: {errno} (does that NUMA node exist?)")
@@ -129,24 +131,24 @@ fn create_segment(job: &Job, name: &str, total: usize, info: &RegionInfo) -> Res
             e.raw_os_error().map_or(Errno::EINVAL, Errno::from_raw),
         )
     })?;
-    seg.write_pod(REGION_INFO_OFFSET, info);
-    seg.write_pod(
-        0,
-        &SegmentHeader {
-            magic: MAGIC,
-            layout_version: LAYOUT_VERSION,
-            kind: SegmentKind::Region as u32,
-            fingerprint: FINGERPRINT,
-            total_bytes: total as u64,
-            data_offset: REGION_DATA_OFFSET as u64,
-            world_size: job.size as u32,
-            creator_pid: std::process::id(),
-            created_unix_ns: 0,
-            state: 0,
-            abort: 0,
-        },
-    );
-    seg.atomic_u32(cobre_shm_layout::HEADER_STATE_OFFSET)
+    // The first page (header and description) is the creator's to touch.
+    seg.reserve(0, REGION_DATA_OFFSET)
+        .map_err(|e| status(Fail::Reserve, e.errno))?;
+    seg.copy_in(REGION_INFO_OFFSET, bytemuck::bytes_of(info));
+    seg.write_header(&SegmentHeader {
+        magic: MAGIC,
+        layout_version: LAYOUT_VERSION,
+        kind: SegmentKind::Region as u32,
+        fingerprint: FINGERPRINT,
+        total_bytes: total as u64,
+        data_offset: REGION_DATA_OFFSET as u64,
+        world_size: job.size as u32,
+        creator_pid: std::process::id(),
+        created_unix_ns: 0,
+        state: 0,
+        abort: 0,
+    });
+    seg.atomic_u32(HEADER_STATE_OFFSET)
         .store(STATE_READY, Ordering::Release);
     Ok(seg)
 }
@@ -156,14 +158,11 @@ fn open_segment(name: &str, total: usize, info: &RegionInfo) -> Result<Segment, 
         Ok(Opened::Ready(seg)) => seg,
         Ok(Opened::Missing) => return Err(status(Fail::Missing, Errno::ENOENT)),
         Ok(Opened::TooSmall) => return Err(status(Fail::Invalid, Errno::EINVAL)),
+        Ok(Opened::Foreign { .. }) => return Err(status(Fail::Invalid, Errno::EPERM)),
         Err(e) => return Err(status(Fail::Os, e.errno)),
     };
-    let h: SegmentHeader = seg.read_pod(0);
-    let ready = seg
-        .atomic_u32(cobre_shm_layout::HEADER_STATE_OFFSET)
-        .load(Ordering::Acquire)
-        == STATE_READY;
-    let found: RegionInfo = seg.read_pod(REGION_INFO_OFFSET);
+    let h = seg.read_header();
+    let ready = h.state == STATE_READY;
     let valid = ready
         && h.magic == MAGIC
         && h.layout_version == LAYOUT_VERSION
@@ -171,7 +170,9 @@ fn open_segment(name: &str, total: usize, info: &RegionInfo) -> Result<Segment, 
         && h.fingerprint == FINGERPRINT
         && h.total_bytes == total as u64
         && seg.len() == total
-        && found == *info;
+        // Written by the creator before it published `state` (acquired by
+        // `read_header` above), never written again.
+        && seg.read_published::<RegionInfo>(REGION_INFO_OFFSET) == *info;
     if valid {
         Ok(seg)
     } else {
@@ -188,8 +189,21 @@ pub fn block(count: usize, size: usize, rank: usize) -> (usize, usize) {
     (lo, lo + base + usize::from(rank < extra))
 }
 
+/// Reserve the pages of elements `[lo, hi)` and write `T::default()` into
+/// them; an errno-carrying status word on failure.
+fn populate_block<T: CommData>(seg: &Segment, lo: usize, hi: usize) -> Result<(), u64> {
+    let elem = size_of::<T>();
+    if hi > lo {
+        seg.reserve(REGION_DATA_OFFSET + lo * elem, (hi - lo) * elem)
+            .map_err(|e| status(Fail::Reserve, e.errno))?;
+        wire::fill_default::<T>(seg, REGION_DATA_OFFSET + lo * elem, hi - lo);
+    }
+    Ok(())
+}
+
 /// Collective: create a region of `count` `T`s shared by every rank of `job`.
 pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion<T>, CommError> {
+    plain::check::<T>(OP)?;
     let elem = size_of::<T>();
     let requested = count.saturating_mul(elem);
     let alloc_failed = |message: String| CommError::AllocationFailed {
@@ -220,7 +234,6 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
     let empty = ShmRegion {
         job: Arc::clone(job),
         seg: None,
-        ptr: NonNull::dangling(),
         count,
         id,
         _elem: PhantomData,
@@ -237,7 +250,7 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
         region_id: id,
         reserved: [0; 4],
     };
-    let _unlink = (job.rank == 0).then(|| UnlinkOnDrop { job, name: &name });
+    let unlink = (job.rank == 0).then(|| UnlinkOnDrop { job, name: &name });
     let mut mine = 0;
     let mut seg = None;
     if job.rank == 0 {
@@ -275,28 +288,23 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
     let words = job
         .exchange_word(mine, sig, OP)
         .map_err(unlink_if_creator_died)?;
-    drop(_unlink);
+    drop(unlink);
     if let Some(e) = fail(&words) {
         return Err(e);
     }
     let seg =
         seg.ok_or_else(|| alloc_failed(format!("{name} is not mapped on rank {}", job.rank)))?;
-    let data = seg.ptr_at(REGION_DATA_OFFSET, requested, align_of::<T>());
-    let ptr = NonNull::new(data.cast::<T>()).ok_or_else(|| alloc_failed("null mapping".into()))?;
-    let region = ShmRegion {
-        seg: Some(seg),
-        ptr,
-        ..empty
-    };
     let (lo, hi) = block(count, job.size, job.rank);
-    for i in lo..hi {
-        // SAFETY: `i < count`, so the element lies inside the mapped data
-        // (`ptr_at` checked `count * size_of::<T>()` bytes, aligned for `T`).
-        // `write` does not read the old bytes, which may not be a valid `T`.
-        unsafe { region.ptr.as_ptr().add(i).write(T::default()) };
+    let mine = populate_block::<T>(&seg, lo, hi).err().unwrap_or(0);
+    // This exchange is also the fence that publishes the initialised blocks.
+    let words = job.exchange_word(mine, sig, OP)?;
+    if let Some(e) = fail(&words) {
+        return Err(e);
     }
-    region.fence()?;
-    Ok(region)
+    Ok(ShmRegion {
+        seg: Some(seg),
+        ..empty
+    })
 }
 
 impl<T: CommData> ShmRegion<T> {
@@ -318,6 +326,12 @@ impl<T: CommData> ShmRegion<T> {
         self.count == 0
     }
 
+    /// Bytes of element data.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.count * size_of::<T>()
+    }
+
     /// NUMA node of each page of the region's data as this process sees it
     /// (negative values are errnos, e.g. `-ENOENT` for untouched pages).
     ///
@@ -325,32 +339,86 @@ impl<T: CommData> ShmRegion<T> {
     /// From `move_pages`.
     pub fn page_nodes(&self) -> std::io::Result<Vec<i32>> {
         match &self.seg {
-            Some(seg) => numa::page_nodes(
-                seg.base_addr() + REGION_DATA_OFFSET,
-                self.count * size_of::<T>(),
-            ),
+            Some(seg) => numa::page_nodes(seg.base_addr() + REGION_DATA_OFFSET, self.bytes()),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Collective: every rank copies `mine` into its own block of the window
+    /// that starts at element `start` — rank `r`'s block is
+    /// `[start + Σ counts[..r], + counts[r])` — and the window is published
+    /// to every rank (one barrier, which doubles as the fence). Every rank
+    /// passes the same `start` and `counts`; ranks that disagree fail with a
+    /// collective mismatch. No rank ever writes outside its block.
+    ///
+    /// # Errors
+    /// `InvalidBufferSize` when `counts` has not one entry per rank, `mine`
+    /// is not `counts[rank]` long or the window does not fit the region;
+    /// `CollectiveFailed` when the barrier fails.
+    pub fn publish_blocks(
+        &mut self,
+        start: usize,
+        counts: &[usize],
+        mine: &[T],
+    ) -> Result<(), CommError> {
+        const OP: &str = "publish_blocks";
+        let (rank, size) = (self.job.rank, self.job.size);
+        let bad = |expected, actual| CommError::InvalidBufferSize {
+            operation: OP,
+            expected,
+            actual,
+        };
+        if counts.len() != size {
+            return Err(bad(size, counts.len()));
+        }
+        if mine.len() != counts[rank] {
+            return Err(bad(counts[rank], mine.len()));
+        }
+        let total = counts
+            .iter()
+            .try_fold(0usize, |a, &c| a.checked_add(c))
+            .and_then(|t| start.checked_add(t))
+            .filter(|&end| end <= self.count)
+            .ok_or_else(|| bad(self.count, start.saturating_add(counts.iter().sum())))?;
+        let mut sig = Signature::new(OpKind::Blocks)
+            .element::<T>()
+            .mix(self.id)
+            .mix(start as u64)
+            .mix(total as u64);
+        for &c in counts {
+            sig = sig.mix(c as u64);
+        }
+        let first: usize = counts[..rank].iter().sum();
+        if let (Some(seg), false) = (&self.seg, mine.is_empty()) {
+            let offset = REGION_DATA_OFFSET + (start + first) * size_of::<T>();
+            wire::put(seg, offset, mine);
+        }
+        self.job.barrier(sig.finish(), OP)
     }
 }
 
 impl<T: CommData> SharedRegion<T> for ShmRegion<T> {
+    /// The whole region. Reading a part is valid after the `fence` (or
+    /// [`ShmRegion::publish_blocks`]) that follows its last write.
     fn as_slice(&self) -> &[T] {
-        // SAFETY: `ptr` points at `count` initialised `T`s inside the live
-        // mapping (or is dangling with a zero-byte extent); the creation
-        // protocol initialised every element before the final barrier, and
-        // the region contract forbids writes to a part while it is read.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.count) }
+        match &self.seg {
+            Some(seg) => wire::region_slice(seg, REGION_DATA_OFFSET, self.count),
+            None => &[],
+        }
     }
 
+    /// The whole region on the leader (rank 0), an empty slice on every
+    /// other rank — cobre-comm's contract. `&mut self` keeps other borrows
+    /// of this process out; other ranks must not read the region until the
+    /// leader's next `fence`.
     fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: as `as_slice`; `&mut self` excludes other borrows in this
-        // process, and ranks write disjoint parts between fences.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.count) }
+        match (&mut self.seg, self.job.rank) {
+            (Some(seg), 0) => wire::region_slice_mut(seg, REGION_DATA_OFFSET, self.count),
+            _ => &mut [],
+        }
     }
 
     fn fence(&self) -> Result<(), CommError> {
-        std::sync::atomic::fence(Ordering::SeqCst);
         let sig = Signature::new(OpKind::Fence).mix(self.id).finish();
         self.job.barrier(sig, "fence")
     }

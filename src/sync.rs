@@ -11,73 +11,26 @@
 //! "collective mismatch" instead of exchanging garbage. A peer already past
 //! `e` was checked by that peer itself, so every pair is compared once.
 //!
-//! Waiting spins for [`WaitPolicy::spin`], then yields the CPU for
-//! [`WaitPolicy::yield_for`], then sleeps on the shared futex word `wake` in
-//! slices of [`WaitPolicy::check_interval`]. Sleepers register in
-//! `sleepers`; a rank that sees the barrier complete wakes them only if that
-//! count is non-zero (store-then-load on both sides with `SeqCst`, so either
-//! the sleeper sees the last arrival or the waker sees the sleeper). Between
-//! slices a sleeper checks the abort word, the liveness of every rank that
-//! has attached (their lock bytes) and the job deadline.
+//! Waiting follows [`crate::wait::Backoff`]: spin, yield, then sleep on the
+//! shared futex word `wake`. Sleepers register in `sleepers`; a rank that
+//! sees the barrier complete wakes them only if that count is non-zero
+//! (store-then-load on both sides with `SeqCst`, so either the sleeper sees
+//! the last arrival or the waker sees the sleeper). Between sleeps a sleeper
+//! checks the abort word, the liveness of every rank that has attached
+//! (their lock bytes) and the job deadline.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cobre_comm::CommError;
 use cobre_shm_layout::{pack_arrival, unpack_arrival, AbortKind, WAKE_ABORT_BIT};
 
-use crate::control::{AbortSpec, NO_RANK};
+use crate::control::{AbortSpec, Control, NO_RANK};
 use crate::error::collective_failed;
-use crate::job::Job;
 use crate::os::futex;
-
-/// How long and how a rank waits for its peers. One struct, named values.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WaitPolicy {
-    /// Busy-poll budget before yielding (zero when ranks outnumber CPUs).
-    pub spin: Duration,
-    /// `sched_yield` budget after spinning, before sleeping.
-    pub yield_for: Duration,
-    /// Longest single futex sleep: how often a sleeper re-checks the abort
-    /// word, its peers' liveness and the deadline.
-    pub check_interval: Duration,
-    /// Overall deadline of any single wait.
-    pub timeout: Duration,
-}
-
-impl WaitPolicy {
-    /// Spin budget when every rank has a CPU of its own.
-    pub const SPIN: Duration = Duration::from_micros(50);
-    /// Yield budget when every rank has a CPU of its own.
-    pub const YIELD: Duration = Duration::from_micros(200);
-    /// Yield budget when ranks outnumber CPUs (no spinning then).
-    pub const OVERSUBSCRIBED_YIELD: Duration = Duration::from_millis(2);
-    /// Sleep slice between liveness checks.
-    pub const CHECK_INTERVAL: Duration = Duration::from_millis(20);
-    /// Default overall deadline.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-    /// The policy for `world_size` ranks on a machine with `cpus` online CPUs.
-    #[must_use]
-    pub fn for_world(world_size: usize, cpus: usize, timeout: Duration) -> Self {
-        let oversubscribed = world_size > cpus.max(1);
-        Self {
-            spin: if oversubscribed {
-                Duration::ZERO
-            } else {
-                Self::SPIN
-            },
-            yield_for: if oversubscribed {
-                Self::OVERSUBSCRIBED_YIELD
-            } else {
-                Self::YIELD
-            },
-            check_interval: Self::CHECK_INTERVAL,
-            timeout,
-        }
-    }
-}
+use crate::wait::{Backoff, Phase, WaitPolicy};
 
 /// Kinds of synchronising operation, mixed into barrier signatures.
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +50,8 @@ pub enum OpKind {
     Region = 6,
     /// `SharedRegion::fence`.
     Fence = 7,
+    /// Rank-owned blocks written into a region and published.
+    Blocks = 8,
 }
 
 /// Running FNV-1a hash that builds a barrier signature.
@@ -139,80 +94,92 @@ impl Signature {
     }
 }
 
-/// Where a wait stands: spinning, yielding or sleeping.
-struct Backoff<'p> {
-    policy: &'p WaitPolicy,
-    polls: u32,
-    spinning: bool,
-    start: Option<Instant>,
+/// Why a barrier failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The job was aborted (by anyone, for any reason).
+    Aborted,
+    /// A peer that attached has died.
+    PeerDied,
+    /// A peer called another collective at the same step.
+    Mismatch,
+    /// The job's deadline passed.
+    Timeout,
+    /// The futex call failed (a bug or a kernel without futexes).
+    Futex,
 }
 
-enum Phase {
-    Spin,
-    Yield,
-    Sleep { deadline: Instant },
+/// A failed barrier: what went wrong, in which operation, in one line.
+#[derive(Clone, Debug)]
+pub(crate) struct BarrierError {
+    pub(crate) failure: Failure,
+    pub(crate) op: &'static str,
+    pub(crate) message: String,
 }
 
-impl<'p> Backoff<'p> {
-    fn new(policy: &'p WaitPolicy) -> Self {
+impl From<BarrierError> for CommError {
+    fn from(e: BarrierError) -> Self {
+        collective_failed(e.op, e.message)
+    }
+}
+
+/// One rank's side of the barrier: its rank, the job size, its wait policy
+/// and how many barriers it has completed.
+#[derive(Debug)]
+pub(crate) struct Barrier {
+    pub(crate) rank: usize,
+    pub(crate) size: usize,
+    pub(crate) policy: WaitPolicy,
+    /// Barriers this rank has completed.
+    epoch: AtomicU32,
+}
+
+impl Barrier {
+    pub(crate) fn new(rank: usize, size: usize, policy: WaitPolicy) -> Self {
         Self {
+            rank,
+            size,
             policy,
-            polls: 0,
-            spinning: !policy.spin.is_zero(),
-            start: None,
+            epoch: AtomicU32::new(0),
         }
     }
 
-    fn next(&mut self) -> Phase {
-        self.polls = self.polls.wrapping_add(1);
-        // While spinning, read the clock only every 64 polls.
-        if self.spinning && self.start.is_some() && self.polls % 64 != 0 {
-            return Phase::Spin;
-        }
-        let now = Instant::now();
-        let start = *self.start.get_or_insert(now);
-        let waited = now - start;
-        if waited < self.policy.spin {
-            Phase::Spin
-        } else if waited < self.policy.spin + self.policy.yield_for {
-            self.spinning = false;
-            Phase::Yield
-        } else {
-            self.spinning = false;
-            Phase::Sleep {
-                deadline: start + self.policy.timeout,
-            }
-        }
+    /// The epoch reached so far (completed barriers).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Relaxed)
     }
-}
 
-impl Job {
-    /// Barrier number `epoch + 1` with signature `sig`; `op` names the
-    /// collective in errors.
+    /// Barrier number `epoch + 1` with signature `sig` on `ctl`; `op` names
+    /// the collective in errors.
     ///
     /// # Errors
-    /// `CollectiveFailed` when the job is aborted, a peer died, the
-    /// signatures disagree, or the deadline passes.
-    pub(crate) fn barrier(&self, sig: u32, op: &'static str) -> Result<(), CommError> {
-        let ctl = &self.control;
+    /// When the job is aborted, a peer died, the signatures disagree, or the
+    /// deadline passes (each also aborts the job for everyone).
+    pub(crate) fn wait(
+        &self,
+        ctl: &Control,
+        sig: u32,
+        op: &'static str,
+    ) -> Result<(), BarrierError> {
         let epoch = self.epoch.load(Relaxed).wrapping_add(1);
         ctl.arrival(self.rank)
             .store(pack_arrival(epoch, sig), SeqCst);
         let mut next = 0;
         let mut backoff = Backoff::new(&self.policy);
         loop {
-            next = self.scan(next, epoch, sig, op)?;
+            next = self.scan(ctl, next, epoch, sig, op)?;
             if next == self.size {
                 break;
             }
             if ctl.wake().load(Relaxed) & WAKE_ABORT_BIT != 0 {
-                return Err(self.aborted_error(op));
+                return Err(self.aborted(ctl, op));
             }
-            match backoff.next() {
+            match backoff.step() {
                 Phase::Spin => std::hint::spin_loop(),
                 Phase::Yield => std::thread::yield_now(),
-                Phase::Sleep { deadline } => {
-                    next = self.sleep_once(next, epoch, sig, op, deadline)?;
+                Phase::Sleep(nap) => {
+                    let deadline = backoff.deadline();
+                    next = self.sleep_once(ctl, next, epoch, sig, op, nap, deadline)?;
                     if next == self.size {
                         break;
                     }
@@ -221,7 +188,7 @@ impl Job {
         }
         self.epoch.store(epoch, Relaxed);
         if ctl.sleepers().load(SeqCst) != 0 {
-            self.wake_sleepers();
+            wake_sleepers(ctl);
         }
         Ok(())
     }
@@ -230,21 +197,22 @@ impl Job {
     /// the first peer still missing, or `size`.
     fn scan(
         &self,
+        ctl: &Control,
         from: usize,
         epoch: u32,
         sig: u32,
         op: &'static str,
-    ) -> Result<usize, CommError> {
+    ) -> Result<usize, BarrierError> {
         let mut r = from;
         while r < self.size {
             if r != self.rank {
-                let (e, s) = unpack_arrival(self.control.arrival(r).load(SeqCst));
+                let (e, s) = unpack_arrival(ctl.arrival(r).load(SeqCst));
                 let ahead = e.wrapping_sub(epoch) as i32;
                 if ahead < 0 {
                     return Ok(r);
                 }
                 if ahead == 0 && s != sig {
-                    return Err(self.mismatch(op, r));
+                    return Err(self.mismatch(ctl, op, r));
                 }
             }
             r += 1;
@@ -252,47 +220,53 @@ impl Job {
         Ok(r)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sleep_once(
         &self,
+        ctl: &Control,
         next: usize,
         epoch: u32,
         sig: u32,
         op: &'static str,
+        nap: std::time::Duration,
         deadline: Instant,
-    ) -> Result<usize, CommError> {
-        let ctl = &self.control;
+    ) -> Result<usize, BarrierError> {
         ctl.sleepers().fetch_add(1, SeqCst);
         let w = ctl.wake().load(SeqCst);
-        let rescanned = self.scan(next, epoch, sig, op);
+        let rescanned = self.scan(ctl, next, epoch, sig, op);
         if matches!(rescanned, Ok(n) if n < self.size) && w & WAKE_ABORT_BIT == 0 {
-            let now = Instant::now();
-            let slice = self
-                .policy
-                .check_interval
-                .min(deadline.saturating_duration_since(now));
+            let slice = nap.min(deadline.saturating_duration_since(Instant::now()));
             if let Err(e) = futex::wait(ctl.wake(), w, slice) {
                 ctl.sleepers().fetch_sub(1, SeqCst);
-                return Err(collective_failed(op, format!("futex wait failed: {e}")));
+                return Err(BarrierError {
+                    failure: Failure::Futex,
+                    op,
+                    message: format!("futex wait failed: {e}"),
+                });
             }
         }
         ctl.sleepers().fetch_sub(1, SeqCst);
-        let next = self.scan(rescanned?, epoch, sig, op)?;
+        let next = self.scan(ctl, rescanned?, epoch, sig, op)?;
         if next == self.size {
             return Ok(next);
         }
         if ctl.is_aborted() {
-            return Err(self.aborted_error(op));
+            return Err(self.aborted(ctl, op));
         }
-        self.check_peers_alive(op)?;
+        self.check_peers_alive(ctl, op)?;
         if Instant::now() >= deadline {
-            let missing = self.missing_ranks(next, epoch);
+            let missing = self.missing_ranks(ctl, next, epoch);
             let reason = format!(
                 "{op} timed out after {:.1} s at rank {}: ranks {missing:?} never arrived",
                 self.policy.timeout.as_secs_f64(),
                 self.rank
             );
-            self.raise(AbortKind::Timeout, NO_RANK, 0, 0, &reason);
-            return Err(collective_failed(op, reason));
+            self.raise(ctl, AbortKind::Timeout, NO_RANK, 0, 0, &reason);
+            return Err(BarrierError {
+                failure: Failure::Timeout,
+                op,
+                message: reason,
+            });
         }
         Ok(next)
     }
@@ -300,58 +274,71 @@ impl Job {
     /// Fail if any rank that attached has died. While this barrier is
     /// incomplete no peer can have left it cleanly — not even one that
     /// already arrived — so a dead peer means the job cannot finish.
-    fn check_peers_alive(&self, op: &'static str) -> Result<(), CommError> {
+    fn check_peers_alive(&self, ctl: &Control, op: &'static str) -> Result<(), BarrierError> {
         for r in (0..self.size).filter(|&r| r != self.rank) {
-            let pid = self.control.slot_pid(r).load(Acquire);
+            let pid = ctl.slot_pid(r).load(Acquire);
             if pid == 0 {
                 continue; // not attached yet: only the deadline applies
             }
-            if !self.control.rank_alive(r).unwrap_or(true) {
+            if !ctl.rank_alive(r).unwrap_or(true) {
                 let reason = format!(
                     "rank {r} (pid {pid}) died while rank {} waited in {op}",
                     self.rank
                 );
-                self.raise(AbortKind::RankDied, r as u32, pid, 0, &reason);
-                return Err(collective_failed(op, self.control.abort_message()));
+                self.raise(ctl, AbortKind::RankDied, r as u32, pid, 0, &reason);
+                return Err(BarrierError {
+                    failure: Failure::PeerDied,
+                    op,
+                    message: ctl.abort_message(),
+                });
             }
         }
         Ok(())
     }
 
-    fn missing_ranks(&self, from: usize, epoch: u32) -> Vec<usize> {
+    fn missing_ranks(&self, ctl: &Control, from: usize, epoch: u32) -> Vec<usize> {
         (from..self.size)
             .filter(|&r| r != self.rank)
             .filter(|&r| {
-                let (e, _) = unpack_arrival(self.control.arrival(r).load(SeqCst));
+                let (e, _) = unpack_arrival(ctl.arrival(r).load(SeqCst));
                 (e.wrapping_sub(epoch) as i32) < 0
             })
             .collect()
     }
 
-    fn mismatch(&self, op: &'static str, peer: usize) -> CommError {
+    fn mismatch(&self, ctl: &Control, op: &'static str, peer: usize) -> BarrierError {
         let reason = format!(
             "collective mismatch: rank {} called {op} while rank {peer} called a different \
              collective or passed different arguments (counts, length, root, op or element type)",
             self.rank
         );
-        self.raise(AbortKind::Mismatch, peer as u32, 0, 0, &reason);
-        collective_failed(op, self.control.abort_message())
+        self.raise(ctl, AbortKind::Mismatch, peer as u32, 0, 0, &reason);
+        BarrierError {
+            failure: Failure::Mismatch,
+            op,
+            message: ctl.abort_message(),
+        }
     }
 
-    pub(crate) fn aborted_error(&self, op: &'static str) -> CommError {
-        collective_failed(op, self.control.abort_message())
+    fn aborted(&self, ctl: &Control, op: &'static str) -> BarrierError {
+        BarrierError {
+            failure: Failure::Aborted,
+            op,
+            message: ctl.abort_message(),
+        }
     }
 
     /// Raise the job's abort record from this rank.
     pub(crate) fn raise(
         &self,
+        ctl: &Control,
         kind: AbortKind,
         subject_rank: u32,
         subject_pid: u32,
         code: i32,
         reason: &str,
     ) {
-        self.control.raise_abort(&AbortSpec {
+        ctl.raise_abort(&AbortSpec {
             kind,
             subject_rank,
             raised_by: self.rank as u32,
@@ -360,28 +347,19 @@ impl Job {
             reason,
         });
     }
+}
 
-    fn wake_sleepers(&self) {
-        let wake = self.control.wake();
-        let _ = wake.fetch_update(SeqCst, SeqCst, |w| {
-            Some((w & WAKE_ABORT_BIT) | (w.wrapping_add(1) & !WAKE_ABORT_BIT))
-        });
-        futex::wake_all(wake);
-    }
+fn wake_sleepers(ctl: &Control) {
+    let wake = ctl.wake();
+    let _ = wake.fetch_update(SeqCst, SeqCst, |w| {
+        Some((w & WAKE_ABORT_BIT) | (w.wrapping_add(1) & !WAKE_ABORT_BIT))
+    });
+    futex::wake_all(wake);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_spinning_when_oversubscribed() {
-        let p = WaitPolicy::for_world(8, 2, WaitPolicy::DEFAULT_TIMEOUT);
-        assert!(p.spin.is_zero());
-        assert_eq!(p.yield_for, WaitPolicy::OVERSUBSCRIBED_YIELD);
-        let p = WaitPolicy::for_world(2, 2, WaitPolicy::DEFAULT_TIMEOUT);
-        assert_eq!(p.spin, WaitPolicy::SPIN);
-    }
 
     #[test]
     fn signatures_separate_kinds_types_and_arguments() {

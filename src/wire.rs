@@ -1,11 +1,12 @@
-//! Typed views and copies between private slices and shared segments.
+//! Typed views and copies between private memory and shared segments.
 //!
-//! Crate invariant for [`get`]: bytes are only read from staging after the
-//! barrier of the same collective step, and every rank of that step passed a
-//! barrier signature that includes the element type's name and size (see
-//! [`crate::sync::signature`]); so the bytes were written by [`put`] from
-//! valid values of the same `T`, in the same program build (checked by the
-//! layout fingerprint on attach).
+//! Every element type that reaches these functions passed
+//! [`crate::plain::check`] (a primitive number or a registered
+//! `bytemuck::Pod` type): any bit pattern is a valid value, and no value
+//! holds a pointer. Ordering is the callers' business and follows one rule:
+//! a range is only read after the barrier that follows its last write (the
+//! staging buffers of [`crate::collectives`], regions after `fence` or
+//! `publish_blocks`), and each range has one writer between two barriers.
 
 use std::any::TypeId;
 use std::mem::{align_of, size_of, size_of_val};
@@ -18,36 +19,59 @@ use crate::os::segment::Segment;
 ///
 /// # Panics
 /// If the range is outside the segment (a crate bug).
-pub fn put<T: Copy>(seg: &Segment, offset: usize, src: &[T]) {
+pub(crate) fn put<T: Copy>(seg: &Segment, offset: usize, src: &[T]) {
     let bytes = size_of_val(src);
     let dst = seg.ptr_at(offset, bytes, 1);
     // SAFETY: `ptr_at` checked that `bytes` bytes at `dst` lie in the
-    // mapping; `src` is private memory so the ranges are disjoint. A raw
-    // byte copy may copy padding bytes of `T`.
+    // mapping; `src` is private memory so the ranges are disjoint; this rank
+    // is the range's only writer until the next barrier and nobody reads it
+    // before that barrier (module rule). A raw byte copy may copy padding.
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), dst, bytes) }
 }
 
-/// Copy `dst.len()` elements out of `seg` at byte `offset` (see the module
-/// invariant: those bytes hold values of `T` written by [`put`]).
+/// Copy `dst.len()` elements out of `seg` at byte `offset`.
 ///
 /// # Panics
 /// If the range is outside the segment (a crate bug).
-pub fn get<T: Copy>(seg: &Segment, offset: usize, dst: &mut [T]) {
+pub(crate) fn get<T: Copy>(seg: &Segment, offset: usize, dst: &mut [T]) {
     let bytes = size_of_val(dst);
     let src = seg.ptr_at(offset, bytes, 1);
     // SAFETY: the source range lies in the mapping (checked by `ptr_at`) and
-    // `dst` is private memory, so they are disjoint. The bytes are valid `T`
-    // values by the module invariant.
+    // `dst` is private memory, so they are disjoint. The range was written
+    // before the barrier this rank passed and nobody writes it until the
+    // next one (module rule); its bytes are values of plain-data `T`.
     unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr().cast::<u8>(), bytes) }
 }
 
+/// Write `T::default()` into `count` elements at byte `offset` (a region's
+/// first touch of a rank's own block).
+///
+/// # Panics
+/// If the range is outside the segment or misaligned (a crate bug).
+pub(crate) fn fill_default<T: Copy + Default>(seg: &Segment, offset: usize, count: usize) {
+    let p = seg
+        .ptr_at(
+            offset,
+            count.saturating_mul(size_of::<T>()),
+            align_of::<T>(),
+        )
+        .cast::<T>();
+    for i in 0..count {
+        // SAFETY: `ptr_at` checked bounds and alignment of `count` elements,
+        // so element `i < count` is in range; this rank is the block's only
+        // writer before the creation barrier; `write` does not read the old
+        // bytes.
+        unsafe { p.add(i).write(T::default()) };
+    }
+}
+
 /// A read-only view of `count` `U`s at byte `offset` of `seg`, valid while
-/// no process writes that range (ensured by the barrier protocol).
+/// no process writes that range (the module rule).
 ///
 /// # Panics
 /// If the range is outside the segment or misaligned for `U` (a crate bug).
 #[must_use]
-pub fn view<U: Pod>(seg: &Segment, offset: usize, count: usize) -> &[U] {
+pub(crate) fn view<U: Pod>(seg: &Segment, offset: usize, count: usize) -> &[U] {
     let bytes = count.saturating_mul(size_of::<U>());
     let p = seg.ptr_at(offset, bytes, align_of::<U>());
     // SAFETY: `ptr_at` checked bounds and alignment for `count` values of
@@ -56,9 +80,51 @@ pub fn view<U: Pod>(seg: &Segment, offset: usize, count: usize) -> &[U] {
     unsafe { std::slice::from_raw_parts(p.cast::<U>(), count) }
 }
 
+/// The `count` elements of a region at byte `offset`, for reading.
+///
+/// # Panics
+/// If the range is outside the segment or misaligned for `T` (a crate bug).
+#[must_use]
+pub(crate) fn region_slice<T: Copy>(seg: &Segment, offset: usize, count: usize) -> &[T] {
+    let p = seg.ptr_at(
+        offset,
+        count.saturating_mul(size_of::<T>()),
+        align_of::<T>(),
+    );
+    // SAFETY: bounds and alignment checked; every element was initialised
+    // by its owner before the creation barrier and only ever overwritten
+    // with values of the plain-data `T`; in this process no `&mut` exists
+    // meanwhile (writers take the region by `&mut`); other processes write a
+    // range only between the fences that bracket its reads (module rule).
+    unsafe { std::slice::from_raw_parts(p.cast::<T>(), count) }
+}
+
+/// The `count` elements of a region at byte `offset`, for the leader's
+/// writes (`SharedRegion::as_mut_slice` on rank 0).
+///
+/// # Panics
+/// If the range is outside the segment or misaligned for `T` (a crate bug).
+#[must_use]
+pub(crate) fn region_slice_mut<T: Copy>(
+    seg: &mut Segment,
+    offset: usize,
+    count: usize,
+) -> &mut [T] {
+    let p = seg.ptr_at(
+        offset,
+        count.saturating_mul(size_of::<T>()),
+        align_of::<T>(),
+    );
+    // SAFETY: as `region_slice`; the exclusive borrow of the segment (owned
+    // by one region value) excludes every other borrow in this process, and
+    // only the leader obtains this view, so no other process writes the
+    // region until the leader's next fence.
+    unsafe { std::slice::from_raw_parts_mut(p.cast::<T>(), count) }
+}
+
 /// Reinterpret `&[T]` as `&[U]` when `T` and `U` are the same type.
 #[must_use]
-pub fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
+pub(crate) fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
     if TypeId::of::<T>() == TypeId::of::<U>() {
         // SAFETY: `T` and `U` are the same type (equal `TypeId`s), so the
         // pointer, length and lifetime describe valid `U`s.
@@ -70,7 +136,7 @@ pub fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
 
 /// Reinterpret `&mut [T]` as `&mut [U]` when `T` and `U` are the same type.
 #[must_use]
-pub fn same_type_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
+pub(crate) fn same_type_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
     if TypeId::of::<T>() == TypeId::of::<U>() {
         // SAFETY: same type (equal `TypeId`s); the exclusive borrow moves into
         // the returned slice.

@@ -14,7 +14,8 @@ use cobre_comm::{
     CommData, CommError, Communicator, LocalCommunicator, ReduceOp, SharedMemoryProvider,
     SharedRegion,
 };
-use cobre_shm::{create_communicator, Comm};
+use cobre_shm::plain::MPI_ERR_TYPE;
+use cobre_shm::{create_communicator, BlockPublish, Comm};
 
 /// What a backend promises beyond the common contract.
 #[derive(Clone, Copy)]
@@ -127,8 +128,99 @@ fn expect_unsupported<C: Communicator, T: CommData>(c: &C, op: ReduceOp, caps: C
     }
 }
 
+/// Expect `res` to be the shm backend's refusal of a type that is not plain
+/// data, for `operation`, naming `what`.
+fn expect_refused<T: std::fmt::Debug>(res: Result<T, CommError>, operation: &str, what: &str) {
+    match res {
+        Err(CommError::CollectiveFailed {
+            operation: op,
+            mpi_error_code,
+            message,
+        }) => {
+            assert_eq!((op, mpi_error_code), (operation, MPI_ERR_TYPE), "{message}");
+            assert!(
+                message.contains(what) && message.contains("not plain data"),
+                "{operation}: message should name {what}: {message}"
+            );
+        }
+        other => panic!("{operation} of {what}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// A plain-data record a program registers with `register_plain_data`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+struct Record {
+    value: f64,
+    slot: u64,
+}
+
+/// Holds a pointer: must never reach another process.
+#[cfg(not(feature = "mpi"))]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(dead_code)] // the field exists to hold a pointer
+struct HoldsRef {
+    name: &'static str,
+}
+
+/// A reference to a `Vec` (`Vec` itself is not `Copy`, so not `CommData`).
+#[cfg(not(feature = "mpi"))]
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // the field exists to hold a pointer
+struct HoldsVec(&'static Vec<u64>);
+
+#[cfg(not(feature = "mpi"))]
+impl Default for HoldsVec {
+    fn default() -> Self {
+        static EMPTY: Vec<u64> = Vec::new();
+        Self(&EMPTY)
+    }
+}
+
+/// A reference to a `Box` (`Box` itself is not `Copy`, so not `CommData`).
+#[cfg(not(feature = "mpi"))]
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code, clippy::borrowed_box)] // the field exists to hold a pointer to a Box
+struct HoldsBox(&'static Box<u64>);
+
+#[cfg(not(feature = "mpi"))]
+impl Default for HoldsBox {
+    fn default() -> Self {
+        Self(Box::leak(Box::new(Box::new(7))))
+    }
+}
+
+/// Every collective and `create_shared_region` refuse `T` on every rank.
+#[cfg(not(feature = "mpi"))]
+fn refuse_everywhere<C: Communicator + SharedMemoryProvider, T: CommData + std::fmt::Debug>(
+    c: &C,
+    what: &str,
+) {
+    let n = c.size();
+    let mut buf = [T::default(); 2];
+    expect_refused(c.broadcast(&mut buf, 0), "broadcast", what);
+    let (counts, displs) = counts_displs(&vec![2; n]);
+    let mut all = vec![T::default(); 2 * n];
+    expect_refused(
+        c.allgatherv(&buf, &mut all, &counts, &displs),
+        "allgatherv",
+        what,
+    );
+    let mut out = [T::default(); 2];
+    expect_refused(
+        c.allreduce(&buf, &mut out, ReduceOp::Sum),
+        "allreduce",
+        what,
+    );
+    expect_refused(
+        c.create_shared_region::<T>(8).map(|_| ()),
+        "create_shared_region",
+        what,
+    );
+}
+
 /// The generic body: one case, any backend.
-fn run_case<C: Communicator + SharedMemoryProvider>(c: &C, case: &str, caps: Caps) {
+fn run_case<C: BlockPublish>(c: &C, case: &str, caps: Caps) {
     let (r, n) = (c.rank(), c.size());
     match case {
         // ---- §1.1 allgatherv (C1–C5)
@@ -255,10 +347,14 @@ fn run_case<C: Communicator + SharedMemoryProvider>(c: &C, case: &str, caps: Cap
         }
         // ---- §1.4 barrier (C14–C15)
         "barrier_write_before_read_after" => {
+            // The leader writes (cobre-comm's contract), a barrier orders
+            // the writes before every rank's reads.
             let mut region = c.create_shared_region::<u64>(n).expect("region");
-            if caps.shared || n == 1 {
-                region.as_mut_slice()[r] = r as u64 + 1;
-                c.barrier().expect("barrier");
+            for (i, x) in region.as_mut_slice().iter_mut().enumerate() {
+                *x = i as u64 + 1;
+            }
+            c.barrier().expect("barrier");
+            if caps.shared || c.is_leader() {
                 let seen: Vec<u64> = region.as_slice().to_vec();
                 assert_eq!(seen, (1..=n as u64).collect::<Vec<_>>());
             }
@@ -351,18 +447,21 @@ fn run_case<C: Communicator + SharedMemoryProvider>(c: &C, case: &str, caps: Cap
         "shared_region_drop" => {
             for round in 0..3 {
                 let mut region = c.create_shared_region::<f64>(1000).expect("region");
+                let counts: Vec<usize> = (0..n)
+                    .map(|q| {
+                        let (lo, hi) = cobre_shm::region::block(1000, n, q);
+                        hi - lo
+                    })
+                    .collect();
                 let (lo, hi) = cobre_shm::region::block(1000, n, r);
-                if caps.shared || n == 1 {
-                    for i in lo..hi {
-                        region.as_mut_slice()[i] = (round * 1000 + i) as f64;
-                    }
-                    region.fence().expect("fence");
-                    assert!(region
-                        .as_slice()
-                        .iter()
-                        .enumerate()
-                        .all(|(i, &x)| x == (round * 1000 + i) as f64));
-                }
+                let mine: Vec<f64> = (lo..hi).map(|i| (round * 1000 + i) as f64).collect();
+                c.publish_blocks(&mut region, 0, &counts, &mine)
+                    .expect("publish_blocks");
+                assert!(region
+                    .as_slice()
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &x)| x == (round * 1000 + i) as f64));
                 drop(region);
             }
         }
@@ -529,34 +628,50 @@ fn run_case<C: Communicator + SharedMemoryProvider>(c: &C, case: &str, caps: Cap
             {
                 check_reduce_type!(c, usize, true);
                 expect_unsupported::<C, i16>(c, ReduceOp::Sum, caps, "i16");
-                expect_unsupported::<C, bool>(c, ReduceOp::Max, caps, "bool");
-                expect_unsupported::<C, (f64, f64)>(c, ReduceOp::Min, caps, "(f64, f64)");
+                if caps.checks_types {
+                    // Not plain data: refused before the reduction is looked at.
+                    let mut out = [false; 2];
+                    expect_refused(
+                        c.allreduce(&[true, false], &mut out, ReduceOp::Max),
+                        "allreduce",
+                        "bool",
+                    );
+                    let mut out = [(0.0, 0.0); 2];
+                    expect_refused(
+                        c.allreduce(&[(1.0, 2.0); 2], &mut out, ReduceOp::Min),
+                        "allreduce",
+                        "(f64, f64)",
+                    );
+                }
             }
             c.barrier()
                 .expect("the job is still healthy after rejected calls");
         }
         #[cfg(not(feature = "mpi"))]
         "any_commdata" => {
-            // allgatherv and broadcast move any CommData, padding and all.
-            let mine = [(r as u8, r as u64 * 7), (1, 2)];
-            let mut all = vec![(0u8, 0u64); 2 * n];
-            let (counts, displs) = counts_displs(&vec![2; n]);
-            c.allgatherv(&mine, &mut all, &counts, &displs)
-                .expect("allgatherv");
-            for q in 0..n {
-                assert_eq!(all[2 * q], (q as u8, q as u64 * 7));
-                assert_eq!(all[2 * q + 1], (1, 2));
-            }
-            let mut flags = if r == 0 {
-                [true, false, true]
+            if caps.checks_types {
+                // shm: what may hold a pointer is refused on every rank, and
+                // the communicator stays usable.
+                refuse_everywhere::<C, &'static str>(c, "&str");
+                refuse_everywhere::<C, HoldsVec>(c, "HoldsVec");
+                refuse_everywhere::<C, HoldsBox>(c, "HoldsBox");
+                refuse_everywhere::<C, HoldsRef>(c, "HoldsRef");
+                refuse_everywhere::<C, (u8, u64)>(c, "(u8, u64)");
+                refuse_everywhere::<C, bool>(c, "bool");
+                refuse_everywhere::<C, ()>(c, "()");
+                let mut sum = [0.0];
+                c.allreduce(&[1.5], &mut sum, ReduceOp::Sum)
+                    .expect("the next collective works");
+                assert_eq!(sum[0], 1.5 * n as f64);
             } else {
-                [false; 3]
-            };
-            c.broadcast(&mut flags, 0).expect("broadcast");
-            assert_eq!(flags, [true, false, true]);
-            let mut unit = [(); 5];
-            c.broadcast(&mut unit, 0)
-                .expect("broadcast of a zero-sized type");
+                // local: one process, so LocalBackend moves any CommData.
+                let mut flags = [true, false, true];
+                c.broadcast(&mut flags, 0).expect("broadcast");
+                let mut names = ["a", "b"];
+                c.broadcast(&mut names, 0).expect("broadcast");
+                assert_eq!(names, ["a", "b"]);
+            }
+            registered_pod_record(c);
         }
         #[cfg(feature = "mpi")]
         "any_commdata" => {
@@ -565,25 +680,116 @@ fn run_case<C: Communicator + SharedMemoryProvider>(c: &C, case: &str, caps: Cap
             c.broadcast(&mut v, 0).expect("broadcast");
             assert_eq!(v, [7, 8, 9]);
         }
+        "region_ownership" => {
+            // cobre-comm's contract: the leader writes the whole region,
+            // every other rank gets an empty mutable view.
+            let mut region = c.create_shared_region::<u64>(64).expect("region");
+            let writable = region.as_mut_slice().len();
+            assert_eq!(writable, if c.is_leader() { 64 } else { 0 }, "rank {r}");
+            // Blocks: a rank writes exactly its own block, and a block of
+            // the wrong length is refused before anything is written.
+            let counts = vec![3; n];
+            let wrong = c.publish_blocks(&mut region, 0, &counts, &[9, 9]);
+            assert!(
+                matches!(
+                    wrong,
+                    Err(CommError::InvalidBufferSize {
+                        operation: "publish_blocks",
+                        expected: 3,
+                        actual: 2
+                    })
+                ),
+                "{wrong:?}"
+            );
+            let too_far = c.publish_blocks(&mut region, 64 - 3 * n + 1, &counts, &[1, 2, 3]);
+            assert!(
+                matches!(too_far, Err(CommError::InvalidBufferSize { .. })),
+                "{too_far:?}"
+            );
+            let mine = [r as u64 * 10, r as u64 * 10 + 1, r as u64 * 10 + 2];
+            c.publish_blocks(&mut region, 5, &counts, &mine)
+                .expect("publish_blocks");
+            let seen = region.as_slice();
+            for q in 0..n {
+                let q = q as u64;
+                assert_eq!(
+                    &seen[5 + 3 * q as usize..8 + 3 * q as usize],
+                    &[q * 10, q * 10 + 1, q * 10 + 2]
+                );
+            }
+            assert!(seen[..5].iter().all(|&x| x == 0), "{seen:?}");
+            assert!(seen[5 + 3 * n..].iter().all(|&x| x == 0), "{seen:?}");
+            // Lanes: readers see only what was published.
+            let mut lanes = cobre_shm::BlockRegion::<f64, C>::new(c, 2, 4 * n).expect("lanes");
+            assert!(lanes.lane(0).is_empty() && lanes.lane(1).is_empty());
+            let w = lanes
+                .append(c, 1, &vec![2; n], &[r as f64, 0.5])
+                .expect("append");
+            assert_eq!(w, 0..2 * n);
+            assert!(lanes.lane(0).is_empty());
+            assert_eq!(lanes.lane(1).len(), 2 * n);
+            let w = lanes.append(c, 1, &vec![1; n], &[7.0]).expect("append");
+            assert_eq!(w, 2 * n..3 * n);
+            assert_eq!(lanes.lane(1)[2 * n..], vec![7.0; n][..]);
+            let over = lanes.append(c, 1, &vec![2; n], &[0.0, 0.0]);
+            assert!(
+                matches!(over, Err(CommError::InvalidBufferSize { .. })),
+                "{over:?}"
+            );
+            c.barrier().expect("the job is still healthy");
+        }
         "region_distributed_population" => {
             // The opening-tree pattern: each rank fills its own block.
             let count = 10_007;
             let mut region = c.create_shared_region::<f64>(count).expect("region");
-            if caps.shared || n == 1 {
-                let (lo, hi) = cobre_shm::region::block(count, n, r);
-                for i in lo..hi {
-                    region.as_mut_slice()[i] = (i * i) as f64;
-                }
-                region.fence().expect("fence");
-                assert!(region
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &x)| x == (i * i) as f64));
-            }
+            let counts: Vec<usize> = (0..n)
+                .map(|q| {
+                    let (lo, hi) = cobre_shm::region::block(count, n, q);
+                    hi - lo
+                })
+                .collect();
+            let (lo, hi) = cobre_shm::region::block(count, n, r);
+            let mine: Vec<f64> = (lo..hi).map(|i| (i * i) as f64).collect();
+            c.publish_blocks(&mut region, 0, &counts, &mine)
+                .expect("publish_blocks");
+            assert!(region
+                .as_slice()
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x == (i * i) as f64));
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// A registered `Pod` struct crosses processes through every collective and
+/// a shared region.
+fn registered_pod_record<C: BlockPublish>(c: &C) {
+    let (r, n) = (c.rank(), c.size());
+    cobre_shm::register_plain_data::<Record>();
+    let rec = |q: usize, k: usize| Record {
+        value: q as f64 + 0.25 * k as f64,
+        slot: (q * 10 + k) as u64,
+    };
+    let mine = [rec(r, 0), rec(r, 1)];
+    let (counts, displs) = counts_displs(&vec![2; n]);
+    let mut all = vec![Record::default(); 2 * n];
+    c.allgatherv(&mine, &mut all, &counts, &displs)
+        .expect("allgatherv of a registered Pod struct");
+    for q in 0..n {
+        assert_eq!(all[2 * q..2 * q + 2], [rec(q, 0), rec(q, 1)]);
+    }
+    let mut b = if r == n - 1 {
+        [rec(9, 9)]
+    } else {
+        [Record::default()]
+    };
+    c.broadcast(&mut b, n - 1).expect("broadcast");
+    assert_eq!(b, [rec(9, 9)]);
+    let mut region = c.create_shared_region::<Record>(2 * n).expect("region");
+    c.publish_blocks(&mut region, 0, &counts, &mine)
+        .expect("publish_blocks");
+    assert_eq!(region.as_slice(), &all[..]);
 }
 
 /// `steps` collectives of every kind, back to back, each checked exactly.
@@ -761,4 +967,5 @@ conformance!(
     allreduce_all_types,
     any_commdata,
     region_distributed_population,
+    region_ownership,
 );

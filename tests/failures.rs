@@ -317,14 +317,15 @@ fn fake_control(
     let lay = layout::ControlLayout::new(world, layout::DEFAULT_STAGING_BYTES).expect("layout");
     let seg = Segment::create_exclusive(name, lay.total_bytes).expect("create fake segment");
     assert!(seg.try_lock_byte(layout::CREATOR_LOCK_BYTE).expect("lock"));
-    seg.write_pod(
+    common::write_segment_bytes(
+        name,
         lay.info,
-        &layout::ControlInfo {
+        bytemuck::bytes_of(&layout::ControlInfo {
             staging_bytes: layout::DEFAULT_STAGING_BYTES as u64,
             mempolicy: 0,
             mempolicy_node: 0,
             reserved: [0; 6],
-        },
+        }),
     );
     let mut h = layout::SegmentHeader {
         magic: layout::MAGIC,
@@ -340,7 +341,9 @@ fn fake_control(
         abort: 0,
     };
     tweak(&mut h);
-    seg.write_pod(0, &h);
+    seg.write_header(&h);
+    seg.atomic_u32(layout::HEADER_STATE_OFFSET)
+        .store(h.state, std::sync::atomic::Ordering::Release);
     seg
 }
 
@@ -388,7 +391,7 @@ fn fingerprint_mismatch_is_refused() {
 fn foreign_segment_is_refused_and_left_alone() {
     let name = unique_name("foreign");
     let seg = Segment::create_exclusive(&name, 8192).expect("create");
-    seg.copy_in(0, b"not a cobre segment at all");
+    common::write_segment_bytes(&name, 0, b"not a cobre segment at all");
     // Rank 0 wants to create the name: refused, nothing removed.
     let msg = attach_error(&ShmConfig::new(&name, 0, 2));
     assert!(
@@ -404,9 +407,8 @@ fn foreign_segment_is_refused_and_left_alone() {
     assert!(t.elapsed() < Duration::from_secs(1));
     // Still there, unchanged.
     assert_eq!(common::leftovers(&name).len(), 1);
-    let mut head = [0u8; 26];
-    seg.copy_out(0, &mut head);
-    assert_eq!(&head, b"not a cobre segment at all");
+    let head = std::fs::read(format!("/dev/shm{name}")).expect("read the segment");
+    assert_eq!(&head[..26], b"not a cobre segment at all");
     drop(seg);
     Segment::unlink(&name).expect("unlink");
 }

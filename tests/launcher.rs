@@ -307,22 +307,21 @@ fn dry_run_on_a_fake_eight_node_machine() {
 fn fake_segment(name: &str) -> Segment {
     let seg = Segment::create_exclusive(name, 8192).expect("create");
     assert!(seg.try_lock_byte(layout::CREATOR_LOCK_BYTE).expect("lock"));
-    seg.write_pod(
-        0,
-        &layout::SegmentHeader {
-            magic: layout::MAGIC,
-            layout_version: layout::LAYOUT_VERSION,
-            kind: layout::SegmentKind::Control as u32,
-            fingerprint: layout::FINGERPRINT,
-            total_bytes: 8192,
-            data_offset: 4096,
-            world_size: 1,
-            creator_pid: std::process::id(),
-            created_unix_ns: 0,
-            state: layout::STATE_READY,
-            abort: 0,
-        },
-    );
+    seg.write_header(&layout::SegmentHeader {
+        magic: layout::MAGIC,
+        layout_version: layout::LAYOUT_VERSION,
+        kind: layout::SegmentKind::Control as u32,
+        fingerprint: layout::FINGERPRINT,
+        total_bytes: 8192,
+        data_offset: 4096,
+        world_size: 1,
+        creator_pid: std::process::id(),
+        created_unix_ns: 0,
+        state: layout::STATE_READY,
+        abort: 0,
+    });
+    seg.atomic_u32(layout::HEADER_STATE_OFFSET)
+        .store(layout::STATE_READY, std::sync::atomic::Ordering::Release);
     seg
 }
 

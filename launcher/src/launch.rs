@@ -20,6 +20,7 @@ use cobre_shm::config::{self, MemPolicy, ShmConfig};
 use cobre_shm::control::{AbortSpec, Control, NO_RANK};
 use cobre_shm::os::process::{die_with_parent, fork_single_threaded, Forked};
 use cobre_shm::topology::{bind_cpus, bind_memory, format_list};
+use cobre_shm::wait::{poll_until, WaitPolicy};
 use cobre_shm_layout::{AbortKind, DEFAULT_STAGING_BYTES};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -288,10 +289,8 @@ pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Resul
     drop(control);
     let _ = cobre_shm::cleanup::remove_job(&name);
     // Give the output threads a moment to drain what the ranks wrote.
-    let until = Instant::now() + Duration::from_millis(500);
-    while open.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let drain = WaitPolicy::sleepy(Duration::from_millis(5), Duration::from_millis(500));
+    let _ = poll_until(&drain, || (open.load(Ordering::SeqCst) == 0).then_some(()));
     Ok(code)
 }
 

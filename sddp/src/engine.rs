@@ -19,60 +19,25 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use cobre_comm::{
-    per_rank_counts, prefix_displs, CommData, CommError, Communicator, ReduceOp,
-    SharedMemoryProvider, SharedRegion,
-};
+use cobre_comm::{per_rank_counts, prefix_displs, CommError, ReduceOp};
 use rayon::prelude::*;
 
 use crate::case::Case;
 use crate::model::{SolveError, StageLp};
 use crate::rng;
 use crate::solver::LpError;
-use cobre_shm::{Comm, CommRegion};
+use cobre_shm::{BlockPublish, BlockRegion, Comm};
 
-/// What the engine needs from a communicator beyond the cobre-comm traits.
-pub trait EngineComm: Communicator + SharedMemoryProvider {
-    /// Whether a region written by one rank is seen by every rank after
-    /// `fence` (true shared memory, or a single rank).
-    fn regions_shared(&self) -> bool;
+/// What the engine needs from a communicator beyond the cobre-comm traits:
+/// regions filled by blocks ([`BlockPublish`]) and a name for reports.
+pub trait EngineComm: BlockPublish {
     /// Name of the backend, for the summary.
     fn backend_name(&self) -> &'static str;
-    /// What `create_shared_region` gives on this backend, for the summary.
-    fn region_storage(&self) -> &'static str;
-    /// NUMA node of each page of a region (negative: not yet backed), when
-    /// the region is real shared memory.
-    fn region_pages<T: CommData>(region: &Self::Region<T>) -> Option<Vec<i32>>;
 }
 
 impl EngineComm for Comm {
-    fn regions_shared(&self) -> bool {
-        match self {
-            Comm::Shm(_) | Comm::Local(_) => true,
-            // cobre-comm 0.18's MPI regions are private heap copies.
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(c) => Communicator::size(c.as_ref()) == 1,
-        }
-    }
-
     fn backend_name(&self) -> &'static str {
         Comm::backend_name(self)
-    }
-
-    fn region_storage(&self) -> &'static str {
-        match self {
-            Comm::Shm(_) => "posix_shm",
-            Comm::Local(_) => "process_heap",
-            #[cfg(feature = "mpi")]
-            Comm::Mpi(_) => "cobre_comm_heap_fallback",
-        }
-    }
-
-    fn region_pages<T: CommData>(region: &Self::Region<T>) -> Option<Vec<i32>> {
-        match region {
-            CommRegion::Shm(r) => r.page_nodes().ok(),
-            CommRegion::Heap(_) => None,
-        }
     }
 }
 
@@ -290,80 +255,90 @@ pub struct TrainReport {
     pub options: TrainOptions,
 }
 
-/// Where the opening tree or the cut pool lives on this rank.
-enum Store<R> {
-    /// A region all ranks share: each writes its part, one fence publishes.
-    Shared(R),
-    /// A region of a backend whose regions are per-rank copies (cobre-comm's
-    /// MPI heap fallback): parts travel by `allgatherv`.
-    Fallback(R),
-    /// A private copy (`--replicate`): parts travel by `allgatherv`.
-    Private(Vec<f64>),
+/// Where the opening tree or the cut pool lives on this rank: append-only
+/// lanes that ranks fill by blocks.
+enum Lanes<C: EngineComm> {
+    /// A region of the communicator (one copy per node under shm).
+    Region(BlockRegion<f64, C>),
+    /// A private copy (`--replicate`): windows travel by `allgatherv`.
+    Private {
+        data: Vec<f64>,
+        lane_len: usize,
+        published: Vec<usize>,
+    },
 }
 
-impl<R: SharedRegion<f64>> Store<R> {
-    fn get(&self) -> &[f64] {
-        match self {
-            Store::Shared(r) | Store::Fallback(r) => r.as_slice(),
-            Store::Private(v) => v,
+impl<C: EngineComm> Lanes<C> {
+    fn new(comm: &C, lanes: usize, lane_len: usize, replicate: bool) -> Result<Self, EngineError> {
+        if !replicate {
+            return Ok(Self::Region(BlockRegion::new(comm, lanes, lane_len)?));
         }
-    }
-
-    fn get_mut(&mut self) -> &mut [f64] {
-        match self {
-            Store::Shared(r) | Store::Fallback(r) => r.as_mut_slice(),
-            Store::Private(v) => v,
-        }
-    }
-
-    fn is_shared(&self) -> bool {
-        matches!(self, Store::Shared(_))
-    }
-}
-
-fn make_store<C: EngineComm>(
-    comm: &C,
-    len: usize,
-    replicate: bool,
-) -> Result<Store<C::Region<f64>>, EngineError> {
-    if replicate {
+        let len = lanes
+            .checked_mul(lane_len)
+            .ok_or_else(|| EngineError::Options(format!("{lanes} x {lane_len} overflows")))?;
         // Touch every page, as the shared region's creation does, so a
         // private copy costs what it would cost once filled.
-        let mut v = vec![0.0; len];
-        v.fill(0.0);
-        std::hint::black_box(&mut v);
-        return Ok(Store::Private(v));
+        let mut data = vec![0.0; len];
+        data.fill(0.0);
+        std::hint::black_box(&mut data);
+        Ok(Self::Private {
+            data,
+            lane_len,
+            published: vec![0; lanes],
+        })
     }
-    let region = comm.create_shared_region::<f64>(len)?;
-    Ok(if comm.regions_shared() {
-        Store::Shared(region)
-    } else {
-        Store::Fallback(region)
-    })
-}
 
-/// Make rank-owned contiguous blocks `[start + displs[r], +counts[r])` of
-/// `store` visible to every rank: a fence for shared memory, an
-/// `allgatherv` for per-rank copies.
-fn publish<C: EngineComm>(
-    comm: &C,
-    store: &mut Store<C::Region<f64>>,
-    start: usize,
-    counts: &[usize],
-) -> Result<(), EngineError> {
-    if let Store::Shared(r) = store {
-        r.fence()?;
-        return Ok(());
+    fn append(
+        &mut self,
+        comm: &C,
+        lane: usize,
+        counts: &[usize],
+        mine: &[f64],
+    ) -> Result<Range<usize>, EngineError> {
+        match self {
+            Self::Region(r) => Ok(r.append(comm, lane, counts, mine)?),
+            Self::Private {
+                data,
+                lane_len,
+                published,
+            } => {
+                let total: usize = counts.iter().sum();
+                let from = published[lane];
+                let start = lane * *lane_len + from;
+                let window = &mut data[start..start + total];
+                let displs = prefix_displs(counts);
+                let me = comm.rank();
+                window[displs[me]..displs[me] + counts[me]].copy_from_slice(mine);
+                if comm.size() > 1 {
+                    comm.allgatherv(mine, window, counts, &displs)?;
+                }
+                published[lane] = from + total;
+                Ok(from..from + total)
+            }
+        }
     }
-    if comm.size() > 1 {
-        let displs = prefix_displs(counts);
-        let total: usize = counts.iter().sum();
-        let me = comm.rank();
-        let data = store.get_mut();
-        let mine = data[start + displs[me]..start + displs[me] + counts[me]].to_vec();
-        comm.allgatherv(&mine, &mut data[start..start + total], counts, &displs)?;
+
+    fn lane(&self, lane: usize) -> &[f64] {
+        match self {
+            Self::Region(r) => r.lane(lane),
+            Self::Private {
+                data,
+                lane_len,
+                published,
+            } => &data[lane * lane_len..lane * lane_len + published[lane]],
+        }
     }
-    Ok(())
+
+    fn is_shared(&self, comm: &C) -> bool {
+        matches!(self, Self::Region(_)) && comm.regions_shared()
+    }
+
+    fn pages(&self) -> Vec<i32> {
+        match self {
+            Self::Region(r) => r.page_nodes().unwrap_or_default(),
+            Self::Private { .. } => Vec::new(),
+        }
+    }
 }
 
 /// How the trajectories are split: groups, ranks, workers.
@@ -484,36 +459,30 @@ pub fn train<C: EngineComm>(
     let split = Split::new(m, opts.warm_group, ranks, rank, opts.threads);
     let mut phases = PhaseTimes::default();
 
-    // Opening tree: each rank fills a block of stages (first touch), one fence.
+    // Opening tree: each rank fills a block of stages, one publication.
     let (tree_off, tree_len) = case.tree_offsets();
-    let mut tree = make_store(comm, tree_len, opts.replicate)?;
+    let mut tree_store = Lanes::new(comm, 1, tree_len, opts.replicate)?;
     let stage_counts = per_rank_counts(nt, ranks);
-    let own_stages = if tree.is_shared() {
-        let a: usize = stage_counts[..rank].iter().sum();
-        a..a + stage_counts[rank]
-    } else {
-        0..nt
-    };
+    let stage_of = |r: usize| stage_counts[..r].iter().sum::<usize>();
+    let at = |t: usize| tree_off.get(t).copied().unwrap_or(tree_len);
+    let tree_counts: Vec<usize> = (0..ranks)
+        .map(|r| at(stage_of(r) + stage_counts[r]) - at(stage_of(r)))
+        .collect();
     {
-        let data = tree.get_mut();
-        for t in own_stages {
-            let end = tree_off.get(t + 1).copied().unwrap_or(tree_len);
-            case.fill_stage_inflows(t, &mut data[tree_off[t]..end]);
+        let first = stage_of(rank);
+        let mut mine = vec![0.0; tree_counts[rank]];
+        for t in first..first + stage_counts[rank] {
+            let (lo, hi) = (at(t) - at(first), at(t + 1) - at(first));
+            case.fill_stage_inflows(t, &mut mine[lo..hi]);
         }
-    }
-    if let Store::Shared(r) = &tree {
-        r.fence()?;
+        tree_store.append(comm, 0, &tree_counts, &mine)?;
     }
 
     // Cut pool: stage c (cuts of θ_c) × (iterations × M) slots × record.
     let stride = 3 + nh;
     let capacity = opts.iterations * m;
     let cut_stages = nt - 1;
-    let mut pool_store = make_store(
-        comm,
-        (cut_stages * capacity * stride).max(1),
-        opts.replicate,
-    )?;
+    let mut pool_store = Lanes::new(comm, cut_stages, capacity * stride, opts.replicate)?;
     phases.setup = start.elapsed();
 
     let workers: Vec<Worker> = pool.install(|| {
@@ -550,7 +519,7 @@ pub fn train<C: EngineComm>(
         // ---- forward pass
         let t0 = Instant::now();
         {
-            let tree = tree.get();
+            let tree = tree_store.lane(0);
             let lens: Vec<usize> = (0..opts.threads)
                 .map(|w| split.worker_range(w).len())
                 .collect();
@@ -606,14 +575,11 @@ pub fn train<C: EngineComm>(
         for t in (1..nt).rev() {
             let t1 = Instant::now();
             let c = t - 1; // cuts of θ_c
-            let block = (c * capacity + iteration * m) * stride;
+            let mut mine = vec![0.0; split.mine.len() * stride];
             {
-                let tree = tree.get();
-                let pool_data = pool_store.get_mut();
-                let mine = &mut pool_data
-                    [block + split.mine.start * stride..block + split.mine.end * stride];
+                let tree = tree_store.lane(0);
                 let lens = (0..opts.threads).map(|w| split.worker_range(w).len() * stride);
-                let parts = split_lengths(mine, lens);
+                let parts = split_lengths(&mut mine, lens);
                 let states = &states;
                 let probs = &probs[t];
                 pool.install(|| {
@@ -656,8 +622,8 @@ pub fn train<C: EngineComm>(
             phases.backward += t1.elapsed();
             let t2 = Instant::now();
             let counts: Vec<usize> = split.rank_counts.iter().map(|n| n * stride).collect();
-            publish(comm, &mut pool_store, block, &counts)?;
-            let fresh = &pool_store.get()[block..block + m * stride];
+            let fresh = pool_store.append(comm, c, &counts, &mine)?;
+            let fresh = &pool_store.lane(c)[fresh];
             pool.install(|| {
                 workers.par_iter_mut().try_for_each(|worker| {
                     worker.models[c].add_cuts(fresh.chunks_exact(stride).map(|r| (r[0], &r[3..])))
@@ -669,7 +635,7 @@ pub fn train<C: EngineComm>(
         // ---- lower bound (same solves, same order, on every rank)
         let t3 = Instant::now();
         let lb = {
-            let tree = tree.get();
+            let tree = tree_store.lane(0);
             let model = &mut workers[0].models[0];
             model.cold_start()?;
             let mut lb = 0.0;
@@ -771,13 +737,10 @@ pub fn train<C: EngineComm>(
             pss: mem[2 * r + 1],
         })
         .collect();
-    let region_report = |name, store: &Store<C::Region<f64>>, len: usize| {
+    let region_report = |name, store: &Lanes<C>, len: usize| {
         let (pages, storage) = match store {
-            Store::Shared(r) | Store::Fallback(r) => (
-                C::region_pages(r).unwrap_or_default(),
-                comm.region_storage(),
-            ),
-            Store::Private(_) => (Vec::new(), "private_copy"),
+            Lanes::Region(_) => (store.pages(), comm.region_storage()),
+            Lanes::Private { .. } => (Vec::new(), "private_copy"),
         };
         let mut by_node: Vec<(i32, usize)> = Vec::new();
         for p in pages {
@@ -791,31 +754,28 @@ pub fn train<C: EngineComm>(
         RegionReport {
             name,
             bytes: len * 8,
-            shared: store.is_shared(),
+            shared: store.is_shared(comm),
             storage,
             pages_by_node: by_node,
         }
     };
     let regions = vec![
-        region_report("opening_tree", &tree, tree_len),
+        region_report("opening_tree", &tree_store, tree_len),
         region_report("cut_pool", &pool_store, cut_stages * capacity * stride),
     ];
-    let data = pool_store.get();
     let policy = (0..nt)
         .map(|c| {
             if c >= cut_stages {
                 return Vec::new();
             }
-            (0..iteration * m)
-                .map(|slot| {
-                    let r =
-                        &data[(c * capacity + slot) * stride..(c * capacity + slot + 1) * stride];
-                    Cut {
-                        intercept: r[0],
-                        coefficients: r[3..].to_vec(),
-                        iteration: r[1] as usize,
-                        trajectory: r[2] as usize,
-                    }
+            pool_store
+                .lane(c)
+                .chunks_exact(stride)
+                .map(|r| Cut {
+                    intercept: r[0],
+                    coefficients: r[3..].to_vec(),
+                    iteration: r[1] as usize,
+                    trajectory: r[2] as usize,
                 })
                 .collect()
         })

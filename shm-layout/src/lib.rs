@@ -278,6 +278,24 @@ pub const REGION_DATA_OFFSET: usize = PAGE;
 /// Offset of [`RegionInfo`] inside a region segment.
 pub const REGION_INFO_OFFSET: usize = size_of::<SegmentHeader>();
 
+/// Every field of [`SegmentHeader`] as `(offset, width in bytes)`. A header
+/// may be read by another process while its creator still writes it, so
+/// every one of its fields is an atomic word: written and read only through
+/// atomics of that width (the creator stores `state` last, with Release).
+pub const HEADER_FIELDS: [(usize, usize); 11] = [
+    (offset_of!(SegmentHeader, magic), 8),
+    (offset_of!(SegmentHeader, layout_version), 4),
+    (offset_of!(SegmentHeader, kind), 4),
+    (offset_of!(SegmentHeader, fingerprint), 8),
+    (offset_of!(SegmentHeader, total_bytes), 8),
+    (offset_of!(SegmentHeader, data_offset), 8),
+    (offset_of!(SegmentHeader, world_size), 4),
+    (offset_of!(SegmentHeader, creator_pid), 4),
+    (offset_of!(SegmentHeader, created_unix_ns), 8),
+    (offset_of!(SegmentHeader, state), 4),
+    (offset_of!(SegmentHeader, abort), 4),
+];
+
 /// Offset of the atomic `state` word in [`SegmentHeader`].
 pub const HEADER_STATE_OFFSET: usize = offset_of!(SegmentHeader, state);
 /// Offset of the atomic `abort` word in [`SegmentHeader`].
@@ -303,6 +321,15 @@ const _: () = {
     assert!(HEADER_STATE_OFFSET % 4 == 0 && HEADER_ABORT_OFFSET % 4 == 0);
     assert!(SLOT_ARRIVAL_OFFSET % 8 == 0);
     assert!(REGION_INFO_OFFSET + size_of::<RegionInfo>() <= REGION_DATA_OFFSET);
+    // The header fields tile its 64 bytes exactly, each aligned to its width.
+    let mut at = 0;
+    let mut i = 0;
+    while i < HEADER_FIELDS.len() {
+        assert!(HEADER_FIELDS[i].0 == at && at % HEADER_FIELDS[i].1 == 0);
+        at += HEADER_FIELDS[i].1;
+        i += 1;
+    }
+    assert!(at == size_of::<SegmentHeader>());
 };
 
 const fn fnv1a(mut hash: u64, value: u64) -> u64 {

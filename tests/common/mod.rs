@@ -265,3 +265,15 @@ pub fn send_signal(pid: u32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
     let pid = i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
 }
+
+/// Write raw bytes into segment `name` through its file in `/dev/shm`, as a
+/// foreign or broken program would (no mapping of ours involved).
+pub fn write_segment_bytes(name: &str, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .expect("open the segment file");
+    f.write_all_at(bytes, offset as u64)
+        .expect("write the segment file");
+}
