@@ -62,6 +62,14 @@ fn results_are_bit_identical_for_any_ranks_and_threads() {
     );
     let reference = fingerprint(&reference_dir);
     assert!(reference.1.len() > 1000, "the policy has cuts");
+    // Cut selection is on and really leaves cuts out of the stage LPs.
+    let sel = &common::summary(&reference_dir)["cut_selection"];
+    assert_eq!(sel["rule"], "level1");
+    let (active, pool) = (
+        sel["active_cuts_total"].as_u64().expect("active"),
+        sel["pool_cuts_total"].as_u64().expect("pool"),
+    );
+    assert!(active > 0 && active < pool, "active {active} of {pool}");
     for (ranks, threads) in [(1, 2), (2, 1), (4, 1), (2, 2)] {
         let out = dir.join(format!("{ranks}x{threads}"));
         run(

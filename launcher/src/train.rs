@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cobre_comm::Communicator;
 use cobre_shm::{Comm, ShmBackend};
-use cobre_shm_sddp::{output, train, Case, EngineComm, IterationRow, TrainOptions};
+use cobre_shm_sddp::workspace::Fault;
+use cobre_shm_sddp::{output, train, Case, CutSelection, EngineComm, IterationRow, TrainOptions};
 
 use crate::launch::{launch, LaunchOptions, Program, RankContext};
 use crate::placement::Plan;
@@ -41,6 +42,15 @@ pub struct TrainArgs {
     /// ranks × threads at a fixed group size)
     #[arg(long, value_name = "G")]
     pub warm_group: Option<usize>,
+    /// Which cuts each stage LP loads: `level1` (cuts binding at some
+    /// visited trial point, plus the newest) or `none` (every cut)
+    #[arg(long, value_name = "RULE", default_value = "level1")]
+    pub cut_selection: CutSelection,
+    /// Make solves fail, for tests of the recovery ladder:
+    /// `stage=S,iteration=I,rungs=R` (the first R rungs of every solve of
+    /// stage S in iteration I fail)
+    #[arg(long, value_name = "SPEC", hide = true)]
+    pub inject_solver_fault: Option<Fault>,
     /// `shm`: fork the ranks here; `local`: train in this process; `mpi`:
     /// this process is one MPI rank (run under `mpiexec`; needs a build with
     /// `--features mpi`); `auto`: mpi when started by an MPI launcher, else shm
@@ -120,6 +130,8 @@ fn prepare(args: &TrainArgs, threads: usize) -> Result<(Case, TrainOptions, Path
         opts.time_limit = Some(Duration::from_secs_f64(t));
     }
     opts.replicate = args.replicate;
+    opts.cut_selection = args.cut_selection;
+    opts.fault = args.inject_solver_fault;
     let dir = args
         .output
         .clone()
@@ -187,6 +199,23 @@ fn run_rank<C: EngineComm>(
     if rank == 0 && tty && !quiet {
         eprintln!();
     }
+    let summary = |report: &cobre_shm_sddp::TrainReport| {
+        if let Some(last) = report.rows.last() {
+            println!(
+                "{}: {} iterations ({}), lower bound {}, upper bound {} ± {}, {} rank(s) x {} thread(s), {:.2}s; outputs in {}",
+                case.name,
+                report.rows.len(),
+                report.stop.as_str(),
+                last.lower_bound,
+                last.upper_bound_mean,
+                last.upper_bound_ci95,
+                report.ranks,
+                report.threads,
+                last.elapsed_secs,
+                dir.display()
+            );
+        }
+    };
     match result {
         Ok(report) => {
             if rank != 0 {
@@ -196,25 +225,22 @@ fn run_rank<C: EngineComm>(
                 eprintln!("cobre-shm: {e}");
                 return 1;
             }
-            if let Some(last) = report.rows.last() {
-                println!(
-                    "{}: {} iterations ({}), lower bound {}, upper bound {} ± {}, {} rank(s) x {} thread(s), {:.2}s; outputs in {}",
-                    case.name,
-                    report.rows.len(),
-                    report.stop.as_str(),
-                    last.lower_bound,
-                    last.upper_bound_mean,
-                    last.upper_bound_ci95,
-                    report.ranks,
-                    report.threads,
-                    last.elapsed_secs,
-                    dir.display()
-                );
-            }
+            summary(&report);
             0
         }
-        Err(e) => {
-            eprintln!("cobre-shm: rank {rank}: training failed: {e}");
+        Err(failure) => {
+            eprintln!("cobre-shm: rank {rank}: training failed: {failure}");
+            if let (0, Some(report)) = (rank, &failure.partial) {
+                match output::write_all(dir, case, report) {
+                    Ok(()) => eprintln!(
+                        "cobre-shm: the {} completed iteration(s) and every cut published so far \
+                         are in {}",
+                        report.rows.len(),
+                        dir.display()
+                    ),
+                    Err(e) => eprintln!("cobre-shm: {e}"),
+                }
+            }
             1
         }
     }

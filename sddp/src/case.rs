@@ -450,13 +450,6 @@ impl Case {
                 seen.push(d);
                 at = d;
             }
-            if !hydros[start].spill_allowed && hydros[start].max_turbined.is_finite() {
-                return c.fail(
-                    format!("hydros[{start}].spill_allowed"),
-                    "false with a limited max_turbined: a large inflow could have nowhere to go \
-                     (the stage problem would be infeasible); allow spill or make max_turbined null",
-                );
-            }
         }
         let mut thermals = Vec::with_capacity(f.thermals.len());
         for (i, th) in f.thermals.iter().enumerate() {
@@ -473,20 +466,6 @@ impl Case {
                 cost: c.non_negative(&format!("deficit[{i}].cost"), d.cost)?,
                 max: c.limit(&format!("deficit[{i}].max"), d.max)?,
             });
-        }
-        let firm: f64 = thermals
-            .iter()
-            .map(|t| t.capacity)
-            .chain(deficit.iter().map(|d| d.max))
-            .sum();
-        if let Some((t, &peak)) = demand.iter().enumerate().find(|(_, &d)| d > firm) {
-            return c.fail(
-                format!("demand[{t}]"),
-                format!(
-                    "{peak} exceeds the {firm} that thermals and deficit tiers can always supply, so a \
-                     dry scenario could be infeasible; add a deficit tier with \"max\": null"
-                ),
-            );
         }
         let nh = hydros.len();
         let uncertainty = match (f.inflows, f.inflow_model) {

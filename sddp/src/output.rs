@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::case::Case;
 use crate::engine::TrainReport;
+use crate::workspace::LADDER;
 
 /// Header of `convergence.csv`.
 pub const CONVERGENCE_HEADER: &str =
@@ -73,6 +74,8 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
     let secs = |d: std::time::Duration| d.as_secs_f64();
     let p = &report.phases;
     let o = &report.options;
+    let w = &report.work;
+    let sum = |f: fn(&crate::engine::RankMemory) -> u64| report.memory.iter().map(f).sum::<u64>();
     json!({
         "case": case.name,
         "description": case.description,
@@ -99,6 +102,7 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
             "stall": o.stall.map(|(tol, k)| json!({"tolerance": tol, "iterations": k})),
             "replicate": o.replicate,
             "warm_group": o.warm_group,
+            "cut_selection": o.cut_selection.as_str(),
         },
         "time_secs": {
             "total": last.map_or(0.0, |r| r.elapsed_secs),
@@ -106,14 +110,50 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
             "forward": secs(p.forward),
             "backward": secs(p.backward),
             "cut_exchange": secs(p.cut_exchange),
+            "cut_selection": secs(p.selection),
             "lower_bound": secs(p.lower_bound),
             "bounds_sync": secs(p.bounds_sync),
         },
         "lp_solves": report.lp_solves,
-        "memory": report.memory.iter().map(|m| json!({
-            "rank": m.rank, "peak_rss_bytes": m.peak_rss, "pss_bytes": m.pss,
-        })).collect::<Vec<_>>(),
-        "memory_total_pss_bytes": report.memory.iter().map(|m| m.pss).sum::<u64>(),
+        "solver": {
+            "highs_version": cobre_solver::highs_version(),
+            "stage_loads": w.solver.loads,
+            "stage_load_secs": secs(w.solver.load_time),
+            "solve_secs": secs(w.solver.solve_time),
+            "warm_started_solves": w.solver.warm_starts,
+            "simplex_iterations": w.solver.iterations,
+            "recoveries": LADDER.iter().zip(w.solver.recovered).skip(1)
+                .map(|(r, n)| (r.as_str().to_string(), json!(n)))
+                .collect::<serde_json::Map<String, Value>>(),
+        },
+        "cut_selection": {
+            "rule": o.cut_selection.as_str(),
+            "active_cuts_per_stage": w.active_cuts,
+            "active_cuts_total": w.active_cuts.iter().sum::<usize>(),
+            "pool_cuts_total": last.map_or(0, |r| r.cuts),
+        },
+        "penalty_slack": {
+            "total": w.penalty_slack,
+            "cost_per_unit": crate::lp::penalty_cost(case),
+            "note": "overflow volume plus unserved energy over all forward passes; a slack is used only where a stage has no other way out",
+        },
+        "memory": {
+            "node_pss_bytes": sum(|m| m.pss),
+            "node_peak_pss_bytes": sum(|m| m.peak_pss),
+            "node_pss_private_bytes": sum(|m| m.pss_anon),
+            "node_pss_shared_bytes": sum(|m| m.pss_shmem),
+            "ranks": report.memory.iter().map(|m| json!({
+                "rank": m.rank,
+                "peak_rss_bytes": m.peak_rss,
+                "pss_bytes": m.pss,
+                "peak_pss_bytes": m.peak_pss,
+                "pss_private_bytes": m.pss_anon,
+                "pss_shared_bytes": m.pss_shmem,
+            })).collect::<Vec<_>>(),
+            "workspace_scratch_bytes_per_thread": w.workspace_scratch_bytes,
+            "basis_cache_bytes": w.basis_cache_bytes,
+            "cut_selection_bytes": w.selection_bytes,
+        },
         "shared_regions": report.regions.iter().map(|r| json!({
             "name": r.name,
             "bytes": r.bytes,

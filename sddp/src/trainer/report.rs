@@ -1,0 +1,179 @@
+//! What a run reports: memory of every rank (PSS split into private and
+//! shared pages), where each shared structure lives, workspace counters
+//! summed over threads and ranks, cut selection, and the policy.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use cobre_comm::ReduceOp;
+
+use super::Trainer;
+use crate::engine::{
+    Cut, EngineComm, EngineError, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
+};
+use crate::store::Lanes;
+use crate::workspace::{WorkStats, LADDER};
+
+/// A `kB` field of a `/proc` file, in bytes (0 when absent).
+fn read_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// This process's memory: `[peak_rss, pss, pss_anon, pss_shmem]`.
+fn own_memory() -> [u64; 4] {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    [
+        read_kib(&status, "VmHWM:"),
+        read_kib(&rollup, "Pss:"),
+        read_kib(&rollup, "Pss_Anon:"),
+        read_kib(&rollup, "Pss_Shmem:"),
+    ]
+}
+
+fn region<T: cobre_comm::CommData, C: EngineComm>(
+    comm: &C,
+    name: &'static str,
+    lanes: &Lanes<T, C>,
+) -> RegionReport {
+    RegionReport {
+        name,
+        bytes: lanes.bytes(),
+        shared: lanes.is_shared(comm),
+        storage: lanes.storage(comm),
+        pages_by_node: lanes.pages_by_node(),
+    }
+}
+
+impl<C: EngineComm> Trainer<'_, C> {
+    /// Record this process's PSS if it is the highest seen.
+    pub(super) fn sample_memory(&mut self) {
+        self.peak_pss = self.peak_pss.max(own_memory()[1]);
+    }
+
+    /// Collective: everything training produced.
+    pub(super) fn report(&mut self, stop: StopReason) -> Result<TrainReport, EngineError> {
+        self.sample_memory();
+        let comm = self.comm;
+        let ranks = comm.size();
+        let [peak_rss, pss, pss_anon, pss_shmem] = own_memory();
+        let mine = [peak_rss, pss, self.peak_pss, pss_anon, pss_shmem];
+        let mut all = vec![0u64; mine.len() * ranks];
+        let counts = vec![mine.len(); ranks];
+        comm.allgatherv(
+            &mine,
+            &mut all,
+            &counts,
+            &cobre_comm::prefix_displs(&counts),
+        )?;
+        let memory = all
+            .chunks_exact(mine.len())
+            .enumerate()
+            .map(|(rank, m)| RankMemory {
+                rank,
+                peak_rss: m[0],
+                pss: m[1],
+                peak_pss: m[2],
+                pss_anon: m[3],
+                pss_shmem: m[4],
+            })
+            .collect();
+        let (reals, ints) = self.cache.parts();
+        let (cuts, states) = self.pool.parts();
+        let mut cache = region(comm, "stage_lp_cache", reals);
+        cache.bytes += ints.bytes();
+        let regions = vec![
+            region(comm, "opening_tree", &self.tree),
+            cache,
+            region(comm, "cut_pool", cuts),
+            region(comm, "trial_points", states),
+        ];
+        let work = self.work_report()?;
+        let policy = (0..self.case.stages)
+            .map(|c| {
+                if c >= self.pool.lanes() {
+                    return Vec::new();
+                }
+                (0..self.pool.len(c))
+                    .map(|slot| {
+                        let cut = self.pool.cut(c, slot);
+                        Cut {
+                            intercept: cut.intercept,
+                            coefficients: cut.coefficients.to_vec(),
+                            iteration: cut.iteration,
+                            trajectory: cut.trajectory,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(TrainReport {
+            rows: self.rows.clone(),
+            stop,
+            phases: self.phases,
+            ranks,
+            threads: self.opts.threads,
+            backend: comm.backend_name(),
+            memory,
+            regions,
+            policy,
+            lp_solves: work.solver.solves,
+            work,
+            options: self.opts.clone(),
+        })
+    }
+
+    /// Collective: workspace counters summed over threads and ranks.
+    fn work_report(&self) -> Result<WorkReport, EngineError> {
+        let mut mine = WorkStats::default();
+        for w in &self.workers {
+            mine.add(w.ws.stats());
+        }
+        let mut counts = vec![mine.loads, mine.solves, mine.warm_starts, mine.iterations];
+        counts.extend(mine.recovered);
+        let mut sums = vec![0u64; counts.len()];
+        self.comm.allreduce(&counts, &mut sums, ReduceOp::Sum)?;
+        let secs = [
+            mine.load_time.as_secs_f64(),
+            mine.solve_time.as_secs_f64(),
+            self.slack,
+        ];
+        let mut secs_sum = [0.0; 3];
+        self.comm.allreduce(&secs, &mut secs_sum, ReduceOp::Sum)?;
+        let mut recovered = [0u64; LADDER.len()];
+        recovered.copy_from_slice(&sums[4..4 + LADDER.len()]);
+        Ok(WorkReport {
+            solver: WorkStats {
+                loads: sums[0],
+                solves: sums[1],
+                warm_starts: sums[2],
+                iterations: sums[3],
+                recovered,
+                load_time: Duration::from_secs_f64(secs_sum[0]),
+                solve_time: Duration::from_secs_f64(secs_sum[1]),
+            },
+            workspace_scratch_bytes: self
+                .workers
+                .iter()
+                .map(|w| w.ws.scratch_bytes())
+                .max()
+                .unwrap_or(0),
+            basis_cache_bytes: self
+                .workers
+                .iter()
+                .flat_map(|w| w.bases.iter().flatten())
+                .chain(std::iter::once(&self.lb_basis))
+                .map(crate::basis::Entry::bytes)
+                .sum(),
+            selection_bytes: self.selector.bytes(),
+            active_cuts: (0..self.pool.lanes())
+                .map(|c| self.selector.active(c).len())
+                .collect(),
+            penalty_slack: secs_sum[2],
+        })
+    }
+}
