@@ -19,37 +19,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+
 use cobre_comm::LocalBackend;
 use cobre_shm::Comm;
 use cobre_shm_sddp::cache::StageCache;
-use cobre_shm_sddp::generate::{generate, GenerateSpec};
+use cobre_shm_sddp::generate::GenerateSpec;
 use cobre_shm_sddp::pool::CutPool;
 use cobre_shm_sddp::selection::{CutSelection, Selector};
 use cobre_shm_sddp::workspace::{Source, Workspace};
 use cobre_shm_sddp::{train, Case, TrainOptions};
 
-fn launcher() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("cobre-shm"))
-        .filter(|p| p.exists())
-        .expect("build the launcher first: cargo build --release --workspace")
-}
+use common::{launcher, write_case};
 
-fn write_case(dir: &Path, spec: &GenerateSpec) -> (PathBuf, Case) {
-    let text = serde_json::to_string(&generate(spec)).expect("serialise");
-    let path = dir.join(format!(
-        "h{}_t{}_o{}.json",
-        spec.hydros, spec.stages, spec.openings
-    ));
-    std::fs::write(&path, &text).expect("write case");
-    (
-        path.clone(),
-        Case::parse(&text, "generated", "g").expect("valid"),
-    )
-}
-
+/// Train with the launcher built next to this benchmark.
 fn train_run(
     case: &Path,
     out: &Path,
@@ -57,23 +41,7 @@ fn train_run(
     threads: usize,
     extra: &[&str],
 ) -> serde_json::Value {
-    let o = Command::new(launcher())
-        .args([
-            "-p",
-            &ranks.to_string(),
-            "--threads",
-            &threads.to_string(),
-            "train",
-        ])
-        .arg(case)
-        .args(extra)
-        .args(["--quiet", "--output"])
-        .arg(out)
-        .output()
-        .expect("run cobre-shm");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary"))
-        .expect("json")
+    common::train_summary(&launcher(), case, out, ranks, threads, extra)
 }
 
 fn main() {
@@ -154,8 +122,8 @@ fn main() {
         let bytes: u64 = shared["shared_regions"]
             .as_array()
             .map_or(0, |a| a.iter().filter_map(|x| x["bytes"].as_u64()).sum());
-        let s = shared["memory_total_pss_bytes"].as_u64().unwrap_or(0);
-        let p = replicated["memory_total_pss_bytes"].as_u64().unwrap_or(0);
+        let s = shared["memory"]["node_pss_bytes"].as_u64().unwrap_or(0);
+        let p = replicated["memory"]["node_pss_bytes"].as_u64().unwrap_or(0);
         let mb = |b: u64| b as f64 / 1e6;
         println!(
             "| {r} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB ({:.0}%) |",

@@ -12,6 +12,8 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 # real `cobre-shm` binary, so build it first.
 cargo build --release --workspace
 cargo test --release --workspace
+# The shared-memory protocols under Miri (skipped with a notice without nightly).
+./scripts/miri.sh
 if pkg-config --exists mpich 2>/dev/null || pkg-config --exists ompi 2>/dev/null; then
   echo "test: MPI found: running the suite again with --features mpi"
   cargo clippy --release --workspace --all-targets --features mpi -- -D warnings

@@ -37,7 +37,9 @@ impl std::fmt::Debug for ShmBackend {
 impl ShmBackend {
     /// Attach to the job described by the `COBRE_SHM_*` environment
     /// variables (see [`crate::config`]): `COBRE_SHM_NAME`, `COBRE_SHM_RANK`,
-    /// `COBRE_SHM_SIZE`, optional `COBRE_SHM_TIMEOUT_SECS` (default 60).
+    /// `COBRE_SHM_SIZE`, optional `COBRE_SHM_TIMEOUT_SECS` (a hard bound on
+    /// waits; none by default), `COBRE_SHM_ATTACH_TIMEOUT_SECS` (default 120)
+    /// and `COBRE_SHM_STOPPED_SECS` (default 10).
     /// Without `COBRE_SHM_CREATOR_PID` (set by the launcher), rank 0 creates
     /// the control segment (`O_EXCL`, mode 0600) and the others open it.
     ///
@@ -53,6 +55,8 @@ impl ShmBackend {
     /// # Errors
     /// `InitializationFailed` with a [`ShmError`] source.
     pub fn attach(cfg: &ShmConfig) -> Result<Self, BackendError> {
+        // A rank that gets `kill -SEGV` must die as a crash, not carry on.
+        crate::os::process::make_sent_faults_fatal();
         let job = Job::attach(cfg)?;
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let slurm = std::env::var("SLURM_JOB_ID")

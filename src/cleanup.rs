@@ -1,15 +1,21 @@
 //! Finding and removing segments left in `/dev/shm` by dead jobs.
 //!
-//! A segment is recognised by its header magic; its creator is alive while
-//! it holds the creator lock byte (released by the kernel on any death). Only
-//! the caller's own segments are considered; a live job's are never touched.
+//! A segment with a cobre-shm header is recognised by its magic; its creator
+//! is alive while it holds the creator lock byte (released by the kernel on
+//! any death). A segment the launcher names (`cobre-shm.<pid>.<random>`,
+//! regions `<that>.r<id>.<random>`) whose header was never written — its
+//! creator died, or `/dev/shm` filled up, before — is recognised by name and
+//! owner, and counts as dead when no process holds its creator lock and it
+//! is older than [`HEADERLESS_GRACE`]. Only the caller's own segments are
+//! considered; a live job's are never touched.
 #![forbid(unsafe_code)]
 
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime};
 
 use cobre_shm_layout::{SegmentKind, CREATOR_LOCK_BYTE, MAGIC};
 
-use crate::os::segment::{Opened, Segment};
+use crate::os::segment::{euid, Opened, Segment};
 
 /// Directory where POSIX shared-memory names live on Linux.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -17,16 +23,21 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// Name prefix of every segment the launcher creates.
 pub const LAUNCHER_PREFIX: &str = "cobre-shm.";
 
+/// Age after which a header-less segment nobody holds is taken as abandoned
+/// (younger ones may be a job still being created).
+pub const HEADERLESS_GRACE: Duration = Duration::from_secs(10);
+
 /// One cobre-shm segment found in `/dev/shm`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundSegment {
     /// POSIX name (with the leading `/`).
     pub name: String,
-    /// Control or region.
+    /// Control or region (`None`: no header was ever written).
     pub kind: Option<SegmentKind>,
-    /// Creator pid recorded in the header.
+    /// Creator pid recorded in the header (0 without a header).
     pub creator_pid: u32,
-    /// Whether the creator still holds its lock.
+    /// Whether the creator still holds its lock (or, for a header-less
+    /// segment, whether it may still be being created).
     pub alive: bool,
     /// Size in bytes.
     pub bytes: u64,
@@ -36,7 +47,7 @@ pub struct FoundSegment {
 /// starts with `prefix` (empty: all).
 #[must_use]
 pub fn scan(prefix: &str) -> Vec<FoundSegment> {
-    let uid = nix::unistd::getuid().as_raw();
+    let uid = euid();
     let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
         return Vec::new();
     };
@@ -47,61 +58,101 @@ pub fn scan(prefix: &str) -> Vec<FoundSegment> {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        if meta.uid() != uid || !meta.is_file() || meta.len() < 64 {
+        if meta.uid() != uid || !meta.is_file() {
             continue;
         }
         let name = format!("/{file}");
-        let Ok(Opened::Ready(seg)) = Segment::open(&name, 64) else {
-            continue;
+        let launcher_named = file.starts_with(LAUNCHER_PREFIX);
+        let header = match Segment::open(&name, 0) {
+            Ok(Opened::Ready(seg)) if seg.len() >= 64 => {
+                let h = seg.read_header();
+                let held = seg.byte_locked_by_other(CREATOR_LOCK_BYTE).unwrap_or(true);
+                Some((h, held))
+            }
+            // Ours (same owner) but never initialised, or with a mode we
+            // would not have given it: judged by name and age only.
+            Ok(Opened::Ready(_) | Opened::TooSmall | Opened::Foreign { .. }) => None,
+            _ => continue,
         };
-        let h = seg.read_header();
-        if h.magic != MAGIC {
-            continue;
+        match header {
+            Some((h, held)) if h.magic == MAGIC => found.push(FoundSegment {
+                kind: SegmentKind::from_u32(h.kind),
+                creator_pid: h.creator_pid,
+                alive: held,
+                bytes: meta.len(),
+                name,
+            }),
+            // Never initialised: only trusted by the launcher's own names.
+            Some((h, held)) if h.magic == 0 && launcher_named => {
+                found.push(headerless(name, &meta, held));
+            }
+            None if launcher_named => found.push(headerless(name, &meta, false)),
+            _ => {}
         }
-        found.push(FoundSegment {
-            kind: SegmentKind::from_u32(h.kind),
-            creator_pid: h.creator_pid,
-            alive: seg.byte_locked_by_other(CREATOR_LOCK_BYTE).unwrap_or(true),
-            bytes: meta.len(),
-            name,
-        });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
 }
 
-/// Unlink every segment of [`scan`]`(prefix)` whose creator is dead, and
-/// every name that extends such a segment's name (its regions). Returns the
-/// names removed.
-#[must_use]
-pub fn remove_dead(prefix: &str) -> Vec<String> {
-    let found = scan(prefix);
-    let dead: Vec<&FoundSegment> = found.iter().filter(|s| !s.alive).collect();
-    let mut removed = Vec::new();
-    for s in &dead {
-        if Segment::unlink(&s.name).is_ok() {
-            removed.push(s.name.clone());
-        }
+fn headerless(name: String, meta: &std::fs::Metadata, held: bool) -> FoundSegment {
+    let young = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_none_or(|age| age < HEADERLESS_GRACE);
+    FoundSegment {
+        name,
+        kind: None,
+        creator_pid: 0,
+        alive: held || young,
+        bytes: meta.len(),
     }
-    removed
 }
 
-/// Unlink the control name of a job and every name derived from it
-/// (`<name>.r<id>`), whoever holds them: for the launcher of that job.
+/// Unlink every segment of [`scan`]`(prefix)` whose creator is dead.
+/// Returns the names removed.
 #[must_use]
-pub fn remove_job(name: &str) -> Vec<String> {
-    let base = name.trim_start_matches('/');
+pub fn remove_dead(prefix: &str) -> Vec<String> {
+    scan(prefix)
+        .into_iter()
+        .filter(|s| !s.alive)
+        .filter(|s| Segment::unlink(&s.name).is_ok())
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Unlink every name of this user in `/dev/shm` that starts with `prefix`
+/// (with its leading `/`), whoever created it. Returns the names removed.
+#[must_use]
+pub fn remove_prefixed(prefix: &str) -> Vec<String> {
+    let base = prefix.trim_start_matches('/');
+    let uid = euid();
     let mut removed = Vec::new();
     if let Ok(dir) = std::fs::read_dir(SHM_DIR) {
         for entry in dir.filter_map(Result::ok) {
             let file = entry.file_name().to_string_lossy().into_owned();
-            if file == base || file.starts_with(&format!("{base}.")) {
+            let mine = entry.metadata().is_ok_and(|m| m.uid() == uid);
+            if mine && file.starts_with(base) {
                 let n = format!("/{file}");
                 if Segment::unlink(&n).is_ok() {
                     removed.push(n);
                 }
             }
         }
+    }
+    removed
+}
+
+/// Unlink the control name of a job and every name derived from it
+/// (`<name>.r<id>.<random>`): for the launcher of that job.
+#[must_use]
+pub fn remove_job(name: &str) -> Vec<String> {
+    let mut removed = remove_prefixed(&format!("{name}."));
+    let exists = std::path::Path::new(SHM_DIR)
+        .join(name.trim_start_matches('/'))
+        .exists();
+    if exists && Segment::unlink(name).is_ok() {
+        removed.push(name.to_string());
     }
     removed
 }

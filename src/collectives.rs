@@ -130,11 +130,32 @@ impl Job {
         sig: u32,
         op: &'static str,
     ) -> Result<Vec<u64>, CommError> {
-        let mut out = vec![0u64; self.size];
-        let counts = vec![1usize; self.size];
-        let displs: Vec<usize> = (0..self.size).collect();
-        self.gather(&[word], &mut out, &counts, &displs, sig, op)?;
-        Ok(out)
+        Ok(self
+            .exchange_words([word], sig, op)?
+            .into_iter()
+            .map(|[w]| w)
+            .collect())
+    }
+
+    /// Every rank's `words`, in rank order, through one barrier with `sig`.
+    pub(crate) fn exchange_words<const N: usize>(
+        &self,
+        words: [u64; N],
+        sig: u32,
+        op: &'static str,
+    ) -> Result<Vec<[u64; N]>, CommError> {
+        let mut out = vec![0u64; N * self.size];
+        let counts = vec![N; self.size];
+        let displs: Vec<usize> = (0..self.size).map(|r| r * N).collect();
+        self.gather(&words, &mut out, &counts, &displs, sig, op)?;
+        Ok(out
+            .chunks_exact(N)
+            .map(|c| {
+                let mut w = [0u64; N];
+                w.copy_from_slice(c);
+                w
+            })
+            .collect())
     }
 
     /// The `allgatherv` protocol on validated arguments.

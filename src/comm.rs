@@ -7,7 +7,7 @@ use cobre_comm::{
 };
 
 use crate::backend::ShmBackend;
-use crate::config::ENV_NAME;
+use crate::config::{ENV_NAME, ENV_RANK, ENV_SIZE};
 use crate::region::ShmRegion;
 
 /// Selects the backend: `shm`, `local`, or `auto` (default).
@@ -113,7 +113,9 @@ impl Comm {
 /// Choose and initialise the backend from `COBRE_COMM_BACKEND`: `shm`,
 /// `local`, `mpi` (with the `mpi` feature), or `auto`/unset/empty: MPI when
 /// an MPI launcher started the process (and the feature is on), else shm when
-/// `COBRE_SHM_NAME` is set, else local.
+/// `COBRE_SHM_NAME` is set, else local — unless `COBRE_SHM_RANK` or
+/// `COBRE_SHM_SIZE` is set, which means a rank of a job whose name is
+/// missing (refused, rather than running a job of one).
 ///
 /// # Errors
 /// `InvalidBackend` for an unknown name; `BackendNotAvailable` for `mpi`
@@ -126,10 +128,18 @@ pub fn create_communicator() -> Result<Comm, BackendError> {
         "local" => Ok(Comm::Local(LocalBackend)),
         "mpi" => create_mpi_communicator(),
         "" | "auto" => {
+            let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
             if cfg!(feature = "mpi") && mpi_launch_detected() {
                 create_mpi_communicator()
-            } else if std::env::var_os(ENV_NAME).is_some_and(|v| !v.is_empty()) {
+            } else if set(ENV_NAME) {
                 ShmBackend::from_env().map(Comm::Shm)
+            } else if set(ENV_SIZE) || set(ENV_RANK) {
+                // A rank of a multi-rank job without its name would silently
+                // run as a job of its own.
+                Err(BackendError::MissingConfiguration {
+                    backend: "shm".to_string(),
+                    missing_vars: vec![ENV_NAME.to_string()],
+                })
             } else {
                 Ok(Comm::Local(LocalBackend))
             }

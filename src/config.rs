@@ -14,8 +14,17 @@ pub const ENV_NAME: &str = "COBRE_SHM_NAME";
 pub const ENV_RANK: &str = "COBRE_SHM_RANK";
 /// Number of ranks.
 pub const ENV_SIZE: &str = "COBRE_SHM_SIZE";
-/// Overall deadline of any wait, in seconds (default 60).
+/// Hard bound on any wait between ranks, in seconds (default: none — wait
+/// while every peer is alive and running).
 pub const ENV_TIMEOUT: &str = "COBRE_SHM_TIMEOUT_SECS";
+/// How long ranks wait for every rank to attach, in seconds (default 120):
+/// a rank that never starts cannot be told from a slow one otherwise.
+pub const ENV_ATTACH_TIMEOUT: &str = "COBRE_SHM_ATTACH_TIMEOUT_SECS";
+/// How long a peer may stay stopped (SIGSTOP) before the job is aborted
+/// naming it, in seconds (default 10).
+pub const ENV_STOPPED: &str = "COBRE_SHM_STOPPED_SECS";
+/// Largest number of seconds any of the timing variables accepts (a year).
+pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// Pid of the launcher that created the control segment; when set, no rank creates it.
 pub const ENV_CREATOR_PID: &str = "COBRE_SHM_CREATOR_PID";
 /// Bytes of each staging buffer (read by the creator only; default 4 MiB).
@@ -98,8 +107,12 @@ pub struct ShmConfig {
     pub rank: usize,
     /// Number of ranks.
     pub size: usize,
-    /// Overall deadline of any wait.
-    pub timeout: Duration,
+    /// Hard bound on any wait between ranks (`None`: liveness only).
+    pub timeout: Option<Duration>,
+    /// How long to wait for every rank to attach.
+    pub attach_timeout: Duration,
+    /// How long a peer may stay stopped before the job is aborted.
+    pub stopped_grace: Duration,
     /// Pid of the launcher that created the segment, if any.
     pub creator_pid: Option<u32>,
     /// Staging buffer size, used when this rank creates the segment.
@@ -112,7 +125,25 @@ pub struct ShmConfig {
     pub yield_for: Option<Duration>,
 }
 
+/// Parse a positive number of seconds up to [`MAX_SECS`].
+///
+/// # Errors
+/// A message naming `what` and the accepted range.
+pub fn parse_secs(what: &str, v: &str) -> Result<Duration, String> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= MAX_SECS)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!("{what}='{v}' is not a number of seconds in (0, {MAX_SECS}] (at most a year)")
+        })
+}
+
 impl ShmConfig {
+    /// Default wait for every rank to attach.
+    pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+
     /// A configuration with defaults for everything but name, rank and size.
     #[must_use]
     pub fn new(name: impl Into<String>, rank: usize, size: usize) -> Self {
@@ -120,7 +151,9 @@ impl ShmConfig {
             name: name.into(),
             rank,
             size,
-            timeout: WaitPolicy::DEFAULT_TIMEOUT,
+            timeout: None,
+            attach_timeout: Self::DEFAULT_ATTACH_TIMEOUT,
+            stopped_grace: WaitPolicy::STOPPED_GRACE,
             creator_pid: None,
             staging_bytes: DEFAULT_STAGING_BYTES,
             mempolicy: MemPolicy::FirstTouch,
@@ -183,18 +216,18 @@ impl ShmConfig {
             )));
         }
         let mut cfg = Self::new(name, rank, size);
-        if let Some(v) = get(ENV_TIMEOUT).filter(|v| !v.is_empty()) {
-            let secs: f64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "{ENV_TIMEOUT}='{v}' is not a positive number of seconds"
-                    ))
-                })?;
-            cfg.timeout = Duration::from_secs_f64(secs.min(1e9));
+        let secs = |key: &str| -> Result<Option<Duration>, BackendError> {
+            match get(key).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => parse_secs(key, &v).map(Some).map_err(bad),
+            }
+        };
+        cfg.timeout = secs(ENV_TIMEOUT)?;
+        if let Some(t) = secs(ENV_ATTACH_TIMEOUT)? {
+            cfg.attach_timeout = t;
+        }
+        if let Some(t) = secs(ENV_STOPPED)? {
+            cfg.stopped_grace = t;
         }
         if let Some(pid) = num(ENV_CREATOR_PID)? {
             cfg.creator_pid = Some(
@@ -224,6 +257,7 @@ impl ShmConfig {
     #[must_use]
     pub fn wait_policy(&self, cpus: usize) -> WaitPolicy {
         let mut p = WaitPolicy::for_world(self.size, cpus, self.timeout);
+        p.stopped_grace = self.stopped_grace;
         if let Some(s) = self.spin {
             p.spin = s;
         }
@@ -294,7 +328,7 @@ mod tests {
         ]))
         .expect("valid configuration");
         assert_eq!((cfg.rank, cfg.size), (1, 4));
-        assert_eq!(cfg.timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(cfg.creator_pid, Some(77));
         assert_eq!(cfg.staging_bytes, 65536);
         assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
@@ -307,6 +341,9 @@ mod tests {
             (ENV_RANK, "4"),
             (ENV_SIZE, "0"),
             (ENV_TIMEOUT, "-1"),
+            (ENV_TIMEOUT, "1e300"),
+            (ENV_ATTACH_TIMEOUT, "0"),
+            (ENV_STOPPED, "nan"),
             (ENV_STAGING, "100"),
             (ENV_MEMPOLICY, "numa"),
             (ENV_NAME, "job"),

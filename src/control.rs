@@ -86,9 +86,20 @@ impl Control {
             Err(e) => return Err(e.into()),
         };
         if !seg.try_lock_byte(CREATOR_LOCK_BYTE)? {
+            let _ = Segment::unlink(name);
             return Err(ShmError::Config(format!(
                 "could not take the creator lock of {name}, which this process just created"
             )));
+        }
+        // Allocate every page now: a full /dev/shm is an error here, never a
+        // SIGBUS when a rank first touches the staging area.
+        if let Err(e) = seg.reserve(0, lay.total_bytes) {
+            let _ = Segment::unlink(name);
+            return Err(ShmError::NoSpace {
+                name: name.to_string(),
+                bytes: lay.total_bytes,
+                errno: e.errno,
+            });
         }
         let info = ControlInfo {
             staging_bytes: staging_bytes as u64,

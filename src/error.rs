@@ -37,6 +37,21 @@ pub enum ShmError {
         found: u64,
     },
 
+    /// `/dev/shm` has no room for a segment.
+    #[error(
+        "/dev/shm has no room for {name} ({bytes} bytes): {errno}. See `df -h /dev/shm`; free \
+         space there, remove dead jobs' segments with `cobre-shm clean`, or lower \
+         COBRE_SHM_STAGING_BYTES"
+    )]
+    NoSpace {
+        /// Segment name.
+        name: String,
+        /// Bytes it needs.
+        bytes: usize,
+        /// The errno of the reservation (`ENOSPC` when full).
+        errno: nix::errno::Errno,
+    },
+
     /// The segment belongs to another user, or others may write it.
     #[error(
         "{name} belongs to user {uid} with mode {mode:o}, not to this user with mode 600: it was \
@@ -148,7 +163,9 @@ pub enum ShmError {
     },
 
     /// A wait passed its deadline.
-    #[error("timed out waiting for {0} (raise COBRE_SHM_TIMEOUT_SECS if ranks start slowly)")]
+    #[error(
+        "timed out waiting for {0} (raise COBRE_SHM_ATTACH_TIMEOUT_SECS if ranks start slowly)"
+    )]
     Timeout(String),
 
     /// The job was aborted while attaching.

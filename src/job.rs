@@ -60,7 +60,9 @@ impl Job {
                 cfg.rank, cfg.size
             )));
         }
-        let deadline = Instant::now() + cfg.timeout;
+        let deadline = Instant::now()
+            .checked_add(cfg.attach_timeout)
+            .unwrap_or_else(Instant::now);
         let creating = cfg.creator_pid.is_none() && cfg.rank == 0;
         let control = if creating {
             Control::create(&cfg.name, cfg.size, cfg.staging_bytes, cfg.mempolicy.code())?
@@ -141,12 +143,16 @@ impl Job {
             return Err(self.refuse(duplicate(previous)));
         }
         let sig = Signature::new(OpKind::Attach).mix(cfg.size as u64).finish();
+        let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync
-            .wait(ctl, sig, "attach")
+            .wait_until(ctl, sig, "attach", deadline)
             .map_err(|e| match e.failure {
                 Failure::Timeout => ShmError::Timeout(format!(
-                    "all {} ranks to attach to {}: {}",
-                    cfg.size, cfg.name, e.message
+                    "all {} ranks to attach to {} within {:.0} s (COBRE_SHM_ATTACH_TIMEOUT_SECS): {}",
+                    cfg.size,
+                    cfg.name,
+                    cfg.attach_timeout.as_secs_f64(),
+                    e.message
                 )),
                 _ => ShmError::Aborted(e.message),
             })

@@ -4,17 +4,22 @@
 //! [cobre-comm 0.18](https://docs.rs/cobre-comm/0.18) traits over POSIX shared
 //! memory: [`ShmBackend`] implements `Communicator`, `SharedMemoryProvider`
 //! (with [`ShmRegion`], one copy per node) and `TopologyProvider`, so code
-//! generic over `C: Communicator` runs on it unchanged.
+//! generic over `C: Communicator` runs on it unchanged. This crate links no
+//! solver.
 //!
 //! Entry points: [`ShmBackend::from_env`] for a rank of a job described by
 //! `COBRE_SHM_NAME` / `COBRE_SHM_RANK` / `COBRE_SHM_SIZE`, and
-//! [`create_communicator`] which picks shm or local from
+//! [`create_communicator`] which picks shm, local (or MPI) from
 //! `COBRE_COMM_BACKEND`.
 //!
-//! Layout of the crate: `os` (all syscalls: segments, futex, NUMA), `wire`
-//! and `region` (typed views into mappings), then safe code: `control`
-//! (validated control segment), `sync` (the barrier), `collectives`,
-//! `backend`, `comm`.
+//! Only plain data crosses processes ([`plain`]); ranks write their own
+//! parts of a region through [`BlockPublish`] and [`BlockRegion`].
+//!
+//! Layout of the crate: `os` (all syscalls: segments, futex, NUMA, fork;
+//! atomic views of shared words), `wire` (typed views into mappings) — the
+//! only modules with `unsafe` — then safe code: `wait` (the one backoff),
+//! `control` (validated control segment), `sync` (the barrier), `job`,
+//! `collectives`, `region`, `blocks`, `backend`, `comm`.
 
 pub mod backend;
 pub mod blocks;
@@ -27,6 +32,7 @@ pub mod error;
 mod job;
 pub mod os;
 pub mod plain;
+pub mod random;
 mod reduce;
 pub mod region;
 pub mod sync;

@@ -70,6 +70,7 @@ enum Fail {
     Missing = 4,
     Invalid = 5,
     Reserve = 6,
+    Foreign = 7,
 }
 
 fn status(kind: Fail, errno: Errno) -> u64 {
@@ -92,6 +93,10 @@ fn describe(rank: usize, word: u64, name: &str, total: usize, policy: MemPolicy)
             format!("could not apply memory policy {policy}: {errno} (does that NUMA node exist?)")
         }
         4 => format!("could not open {name}: it is missing ({errno})"),
+        7 => format!(
+            "{name} belongs to another user or others may write it: refused (someone else \
+             created a segment under this job's name)"
+        ),
         _ => format!("{name} does not hold the region every rank expects ({errno})"),
     };
     format!("rank {rank}: {what}")
@@ -158,7 +163,7 @@ fn open_segment(name: &str, total: usize, info: &RegionInfo) -> Result<Segment, 
         Ok(Opened::Ready(seg)) => seg,
         Ok(Opened::Missing) => return Err(status(Fail::Missing, Errno::ENOENT)),
         Ok(Opened::TooSmall) => return Err(status(Fail::Invalid, Errno::EINVAL)),
-        Ok(Opened::Foreign { .. }) => return Err(status(Fail::Invalid, Errno::EPERM)),
+        Ok(Opened::Foreign { .. }) => return Err(status(Fail::Foreign, Errno::EPERM)),
         Err(e) => return Err(status(Fail::Os, e.errno)),
     };
     let h = seg.read_header();
@@ -242,7 +247,6 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
         job.barrier(sig, OP)?;
         return Ok(empty);
     }
-    let name = format!("{}.r{id}", job.control.name());
     let info = RegionInfo {
         count: count as u64,
         elem_size: elem as u64,
@@ -250,15 +254,44 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
         region_id: id,
         reserved: [0; 4],
     };
-    let unlink = (job.rank == 0).then(|| UnlinkOnDrop { job, name: &name });
-    let mut mine = 0;
+    // Rank 0 names the region with fresh random bits (another user cannot
+    // predict, so cannot squat, the name) and tells the others in the first
+    // exchange, together with how creating it went.
+    let prefix = format!("{}.r{id}.", job.control.name());
+    let mut mine = [0u64; 2];
     let mut seg = None;
+    let mut created = None;
     if job.rank == 0 {
-        match create_segment(job, &name, total, &info) {
-            Ok(s) => seg = Some(s),
-            Err(st) => mine = st,
+        match crate::random::words::<1>() {
+            Ok([token]) => {
+                let name = format!("{prefix}{token:016x}");
+                match create_segment(job, &name, total, &info) {
+                    Ok(s) => seg = Some(s),
+                    Err(st) => mine[0] = st,
+                }
+                mine[1] = token;
+                created = Some(name);
+            }
+            Err(e) => {
+                mine[0] = status(
+                    Fail::Os,
+                    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
+                );
+            }
         }
     }
+    let unlink = created.as_deref().map(|name| UnlinkOnDrop { job, name });
+    // If rank 0 died after creating the name, a survivor removes it.
+    let unlink_if_creator_died = |e| {
+        if job.rank != 0 && !job.control.rank_alive(0).unwrap_or(true) {
+            let _ = crate::cleanup::remove_prefixed(&prefix);
+        }
+        e
+    };
+    let words = job
+        .exchange_words(mine, sig, OP)
+        .map_err(unlink_if_creator_died)?;
+    let name = format!("{prefix}{:016x}", words[0][1]);
     let fail = |words: &[u64]| {
         words
             .iter()
@@ -266,19 +299,11 @@ pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmReg
             .find(|(_, &w)| w != 0)
             .map(|(r, &w)| alloc_failed(describe(r, w, &name, total, job.mempolicy)))
     };
-    // If rank 0 died after creating the name, a survivor removes it.
-    let unlink_if_creator_died = |e| {
-        if job.rank != 0 && !job.control.rank_alive(0).unwrap_or(true) {
-            let _ = Segment::unlink(&name);
-        }
-        e
-    };
-    let words = job
-        .exchange_word(mine, sig, OP)
-        .map_err(unlink_if_creator_died)?;
-    if let Some(e) = fail(&words) {
+    let statuses: Vec<u64> = words.iter().map(|w| w[0]).collect();
+    if let Some(e) = fail(&statuses) {
         return Err(e);
     }
+    let mut mine = 0;
     if job.rank != 0 {
         match open_segment(&name, total, &info) {
             Ok(s) => seg = Some(s),

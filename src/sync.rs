@@ -22,14 +22,14 @@
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cobre_comm::CommError;
 use cobre_shm_layout::{pack_arrival, unpack_arrival, AbortKind, WAKE_ABORT_BIT};
 
 use crate::control::{AbortSpec, Control, NO_RANK};
 use crate::error::collective_failed;
-use crate::os::futex;
+use crate::os::{futex, process};
 use crate::wait::{Backoff, Phase, WaitPolicy};
 
 /// Kinds of synchronising operation, mixed into barrier signatures.
@@ -123,6 +123,24 @@ impl From<BarrierError> for CommError {
     }
 }
 
+/// Where one wait stands, for `sleep_once`.
+#[derive(Clone, Copy)]
+struct Step {
+    next: usize,
+    epoch: u32,
+    sig: u32,
+    op: &'static str,
+}
+
+/// What a long wait remembers about its peers.
+#[derive(Default)]
+struct Watch {
+    /// Since when each peer has been seen stopped.
+    stopped: Vec<Option<Instant>>,
+    /// When peers' process states were last read.
+    last_check: Option<Instant>,
+}
+
 /// One rank's side of the barrier: its rank, the job size, its wait policy
 /// and how many barriers it has completed.
 #[derive(Debug)]
@@ -161,11 +179,24 @@ impl Barrier {
         sig: u32,
         op: &'static str,
     ) -> Result<(), BarrierError> {
+        self.wait_until(ctl, sig, op, None)
+    }
+
+    /// As [`Self::wait`], with `deadline` instead of the policy's timeout
+    /// when given (the attach handshake).
+    pub(crate) fn wait_until(
+        &self,
+        ctl: &Control,
+        sig: u32,
+        op: &'static str,
+        deadline: Option<Instant>,
+    ) -> Result<(), BarrierError> {
         let epoch = self.epoch.load(Relaxed).wrapping_add(1);
         ctl.arrival(self.rank)
             .store(pack_arrival(epoch, sig), SeqCst);
         let mut next = 0;
         let mut backoff = Backoff::new(&self.policy);
+        let mut watch = Watch::default();
         loop {
             next = self.scan(ctl, next, epoch, sig, op)?;
             if next == self.size {
@@ -178,8 +209,14 @@ impl Barrier {
                 Phase::Spin => std::hint::spin_loop(),
                 Phase::Yield => std::thread::yield_now(),
                 Phase::Sleep(nap) => {
-                    let deadline = backoff.deadline();
-                    next = self.sleep_once(ctl, next, epoch, sig, op, nap, deadline)?;
+                    let deadline = deadline.or_else(|| backoff.deadline());
+                    let at = Step {
+                        next,
+                        epoch,
+                        sig,
+                        op,
+                    };
+                    next = self.sleep_once(ctl, at, nap, deadline, &mut watch)?;
                     if next == self.size {
                         break;
                     }
@@ -220,22 +257,27 @@ impl Barrier {
         Ok(r)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn sleep_once(
         &self,
         ctl: &Control,
-        next: usize,
-        epoch: u32,
-        sig: u32,
-        op: &'static str,
-        nap: std::time::Duration,
-        deadline: Instant,
+        at: Step,
+        nap: Duration,
+        deadline: Option<Instant>,
+        watch: &mut Watch,
     ) -> Result<usize, BarrierError> {
+        let Step {
+            next,
+            epoch,
+            sig,
+            op,
+        } = at;
         ctl.sleepers().fetch_add(1, SeqCst);
         let w = ctl.wake().load(SeqCst);
         let rescanned = self.scan(ctl, next, epoch, sig, op);
         if matches!(rescanned, Ok(n) if n < self.size) && w & WAKE_ABORT_BIT == 0 {
-            let slice = nap.min(deadline.saturating_duration_since(Instant::now()));
+            let slice = deadline.map_or(nap, |d| {
+                nap.min(d.saturating_duration_since(Instant::now()))
+            });
             if let Err(e) = futex::wait(ctl.wake(), w, slice) {
                 ctl.sleepers().fetch_sub(1, SeqCst);
                 return Err(BarrierError {
@@ -254,11 +296,12 @@ impl Barrier {
             return Err(self.aborted(ctl, op));
         }
         self.check_peers_alive(ctl, op)?;
-        if Instant::now() >= deadline {
-            let missing = self.missing_ranks(ctl, next, epoch);
+        let missing = self.missing_ranks(ctl, next, epoch);
+        self.check_peers_running(ctl, op, &missing, watch)?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             let reason = format!(
-                "{op} timed out after {:.1} s at rank {}: ranks {missing:?} never arrived",
-                self.policy.timeout.as_secs_f64(),
+                "{op} timed out at rank {}: ranks {missing:?} never arrived (they are alive: raise \
+                 or unset COBRE_SHM_TIMEOUT_SECS / --timeout if they are just busy)",
                 self.rank
             );
             self.raise(ctl, AbortKind::Timeout, NO_RANK, 0, 0, &reason);
@@ -269,6 +312,50 @@ impl Barrier {
             });
         }
         Ok(next)
+    }
+
+    /// Fail if a peer this barrier waits for has been stopped (SIGSTOP, a
+    /// debugger) for longer than the policy's grace: it cannot arrive until
+    /// someone continues it, so say so instead of waiting silently.
+    fn check_peers_running(
+        &self,
+        ctl: &Control,
+        op: &'static str,
+        missing: &[usize],
+        watch: &mut Watch,
+    ) -> Result<(), BarrierError> {
+        let now = Instant::now();
+        if watch
+            .last_check
+            .is_some_and(|t| now - t < Duration::from_millis(200))
+        {
+            return Ok(());
+        }
+        watch.last_check = Some(now);
+        watch.stopped.resize(self.size, None);
+        for &r in missing {
+            let pid = ctl.slot_pid(r).load(Acquire);
+            if pid == 0 || !process::is_stopped(pid) {
+                watch.stopped[r] = None;
+                continue;
+            }
+            let since = *watch.stopped[r].get_or_insert(now);
+            if now - since >= self.policy.stopped_grace {
+                let reason = format!(
+                    "rank {r} (pid {pid}) has been stopped for {:.0} s (SIGSTOP or a debugger) while \
+                     rank {} waited for it in {op}",
+                    (now - since).as_secs_f64(),
+                    self.rank
+                );
+                self.raise(ctl, AbortKind::RankStopped, r as u32, pid, 0, &reason);
+                return Err(BarrierError {
+                    failure: Failure::PeerDied,
+                    op,
+                    message: ctl.abort_message(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Fail if any rank that attached has died. While this barrier is

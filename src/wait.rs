@@ -16,8 +16,13 @@ pub struct WaitPolicy {
     /// Longest single sleep: how often a sleeper re-checks the abort word,
     /// its peers' liveness and the deadline.
     pub check_interval: Duration,
-    /// Overall deadline of any single wait.
-    pub timeout: Duration,
+    /// Hard bound on any single wait; `None`: wait as long as every peer is
+    /// alive and running (MPI's behaviour), failing fast only when one died
+    /// or stays stopped.
+    pub timeout: Option<Duration>,
+    /// How long a peer may stay stopped (SIGSTOP, a debugger) while others
+    /// wait for it before the job is aborted naming it.
+    pub stopped_grace: Duration,
 }
 
 impl WaitPolicy {
@@ -29,12 +34,12 @@ impl WaitPolicy {
     pub const OVERSUBSCRIBED_YIELD: Duration = Duration::from_millis(2);
     /// Sleep slice between liveness checks.
     pub const CHECK_INTERVAL: Duration = Duration::from_millis(20);
-    /// Default overall deadline.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default grace for a stopped peer.
+    pub const STOPPED_GRACE: Duration = Duration::from_secs(10);
 
     /// The policy for `world_size` ranks on a machine with `cpus` online CPUs.
     #[must_use]
-    pub fn for_world(world_size: usize, cpus: usize, timeout: Duration) -> Self {
+    pub fn for_world(world_size: usize, cpus: usize, timeout: Option<Duration>) -> Self {
         let oversubscribed = world_size > cpus.max(1);
         Self {
             spin: if oversubscribed {
@@ -49,6 +54,7 @@ impl WaitPolicy {
             },
             check_interval: Self::CHECK_INTERVAL,
             timeout,
+            stopped_grace: Self::STOPPED_GRACE,
         }
     }
 
@@ -61,7 +67,8 @@ impl WaitPolicy {
             spin: Duration::ZERO,
             yield_for: Duration::ZERO,
             check_interval,
-            timeout,
+            timeout: Some(timeout),
+            stopped_grace: Self::STOPPED_GRACE,
         }
     }
 }
@@ -110,11 +117,11 @@ impl<'p> Backoff<'p> {
         self.start
     }
 
-    /// Deadline of the wait by the policy's timeout.
+    /// Deadline of the wait by the policy's timeout (`None`: no deadline).
     #[must_use]
-    pub fn deadline(&mut self) -> Instant {
+    pub fn deadline(&mut self) -> Option<Instant> {
         let start = *self.start.get_or_insert_with(Instant::now);
-        start + self.policy.timeout
+        self.policy.timeout.and_then(|t| start.checked_add(t))
     }
 
     /// The next step after a poll that found the condition false.
@@ -151,13 +158,14 @@ pub fn poll_until<T>(policy: &WaitPolicy, mut ready: impl FnMut() -> Option<T>) 
             return Some(v);
         }
         let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        if left.is_some_and(|l| l.is_zero()) {
             return None;
         }
         match backoff.step() {
             Phase::Spin => std::hint::spin_loop(),
             Phase::Yield => std::thread::yield_now(),
-            Phase::Sleep(nap) => std::thread::sleep(nap.min(deadline - now)),
+            Phase::Sleep(nap) => std::thread::sleep(left.map_or(nap, |l| nap.min(l))),
         }
     }
 }
@@ -168,10 +176,10 @@ mod tests {
 
     #[test]
     fn no_spinning_when_oversubscribed() {
-        let p = WaitPolicy::for_world(8, 2, WaitPolicy::DEFAULT_TIMEOUT);
+        let p = WaitPolicy::for_world(8, 2, None);
         assert!(p.spin.is_zero());
         assert_eq!(p.yield_for, WaitPolicy::OVERSUBSCRIBED_YIELD);
-        let p = WaitPolicy::for_world(2, 2, WaitPolicy::DEFAULT_TIMEOUT);
+        let p = WaitPolicy::for_world(2, 2, None);
         assert_eq!(p.spin, WaitPolicy::SPIN);
     }
 
@@ -181,7 +189,8 @@ mod tests {
             spin: Duration::from_millis(2),
             yield_for: Duration::from_millis(2),
             check_interval: Duration::from_millis(1),
-            timeout: Duration::from_secs(1),
+            timeout: Some(Duration::from_secs(1)),
+            stopped_grace: WaitPolicy::STOPPED_GRACE,
         };
         let mut b = Backoff::new(&p);
         assert_eq!(b.step(), Phase::Spin);

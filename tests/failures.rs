@@ -273,7 +273,7 @@ fn spawn_single(env: &[(&'static str, String)], rank: usize, size: usize) -> com
 fn missing_rank_times_out_with_a_clear_error() {
     let name = unique_name("missing");
     let mut env = env_of(&name, "attach_fails");
-    env.push(("COBRE_SHM_TIMEOUT_SECS", "1".into()));
+    env.push(("COBRE_SHM_ATTACH_TIMEOUT_SECS", "1".into()));
     let t = Instant::now();
     let out = spawn(
         "rank_entry",
@@ -358,7 +358,7 @@ fn attach_error(cfg: &ShmConfig) -> String {
 fn follower_cfg(name: &str) -> ShmConfig {
     let mut cfg = ShmConfig::new(name, 1, 2);
     cfg.creator_pid = Some(std::process::id());
-    cfg.timeout = Duration::from_secs(2);
+    cfg.attach_timeout = Duration::from_secs(2);
     cfg
 }
 
@@ -400,7 +400,7 @@ fn foreign_segment_is_refused_and_left_alone() {
     );
     // A follower opening it: refused at once.
     let mut cfg = ShmConfig::new(&name, 1, 2);
-    cfg.timeout = Duration::from_secs(5);
+    cfg.attach_timeout = Duration::from_secs(5);
     let t = Instant::now();
     let msg = attach_error(&cfg);
     assert!(msg.contains("is not a cobre-shm segment"), "{msg}");
@@ -419,7 +419,7 @@ fn stale_segment_of_a_dead_creator_is_reported() {
     let fake = fake_control(&name, 2, |h| h.creator_pid = 1);
     drop(fake); // releases the creator lock: the creator is "dead"
     let mut cfg = ShmConfig::new(&name, 1, 2);
-    cfg.timeout = Duration::from_secs(2);
+    cfg.attach_timeout = Duration::from_secs(2);
     let msg = attach_error(&cfg);
     assert!(
         msg.contains("stale") && msg.contains("cobre-shm clean"),

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cobre_shm::config::{self, MemPolicy, ShmConfig};
-use cobre_shm::control::{AbortSpec, Control, NO_RANK};
-use cobre_shm::os::process::{die_with_parent, fork_single_threaded, Forked};
+use cobre_shm::control::{describe_abort, AbortSpec, Control, NO_RANK};
+use cobre_shm::os::process::{die_with_parent, fork_single_threaded, orphans_of, Forked};
 use cobre_shm::topology::{bind_cpus, bind_memory, format_list};
 use cobre_shm::wait::{poll_until, WaitPolicy};
-use cobre_shm_layout::{AbortKind, DEFAULT_STAGING_BYTES};
+use cobre_shm_layout::{AbortKind, AbortRecord, DEFAULT_STAGING_BYTES};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -50,16 +50,19 @@ pub struct RankContext {
 /// Launch options beyond the plan.
 #[derive(Debug, Clone)]
 pub struct LaunchOptions {
-    /// Overall wait deadline forwarded to the ranks.
-    pub timeout: Option<f64>,
+    /// Hard bound on waits between ranks, forwarded to them (none by default).
+    pub timeout: Option<Duration>,
     /// Prefix every output line with `[rank r]`.
     pub tag_output: bool,
     /// Memory policy of shared regions.
     pub mempolicy: MemPolicy,
     /// Staging buffer size.
     pub staging_bytes: usize,
-    /// Time between SIGTERM and SIGKILL when stopping ranks.
+    /// Time between SIGTERM and SIGKILL when stopping ranks after a failure.
     pub grace: Duration,
+    /// Time ranks get to stop on their own after a forwarded SIGINT/SIGTERM
+    /// (the SDDP engine writes a final checkpoint) before SIGKILL.
+    pub stop_grace: Duration,
 }
 
 impl Default for LaunchOptions {
@@ -70,22 +73,34 @@ impl Default for LaunchOptions {
             mempolicy: MemPolicy::FirstTouch,
             staging_bytes: DEFAULT_STAGING_BYTES,
             grace: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(60),
         }
     }
 }
 
-/// A run-unique control segment name.
-#[must_use]
-pub fn job_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "/{}{}.{:x}",
+/// A run-unique control segment name: the launcher's pid (so `clean` can
+/// tell whose it was) and 128 random bits from the kernel (so no other user
+/// can predict it).
+///
+/// # Errors
+/// When `/dev/urandom` cannot be read.
+pub fn job_name() -> Result<String, String> {
+    let random = cobre_shm::random::hex::<2>()
+        .map_err(|e| format!("cannot read random bits from /dev/urandom: {e}"))?;
+    Ok(format!(
+        "/{}{}.{random}",
         cobre_shm::cleanup::LAUNCHER_PREFIX,
-        std::process::id(),
-        nanos
-    )
+        std::process::id()
+    ))
+}
+
+/// Write `text` and a newline to stderr in one call, so lines of several
+/// processes never interleave.
+pub fn line(text: &str) {
+    let mut buf = String::with_capacity(text.len() + 1);
+    buf.push_str(text);
+    buf.push('\n');
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
 }
 
 fn signal_name(sig: i32) -> String {
@@ -120,8 +135,15 @@ impl End {
 /// Why the launcher is stopping the job.
 #[derive(Clone, Copy, Debug)]
 enum Stop {
-    RankFailed { rank: usize, pid: i32, end: End },
+    RankFailed {
+        rank: usize,
+        pid: i32,
+        end: End,
+    },
+    /// SIGINT, SIGTERM or SIGHUP: passed on, the ranks may finish.
     Signal(Signal),
+    /// A fault signal sent to the launcher: the job ends as a crash.
+    Fault(Signal),
 }
 
 fn set_env(key: &str, value: &str) {
@@ -145,6 +167,8 @@ fn child(
     blocked: &SigSet,
 ) -> ! {
     die_with_parent(launcher, Signal::SIGKILL);
+    // Its own process group, so stopping the rank stops what it started.
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     let _ = blocked.thread_unblock();
     if let Some((out, err)) = output {
         let _ = nix::unistd::dup2_stdout(&out);
@@ -155,10 +179,10 @@ fn child(
         if let Err(e) =
             bind_cpus(&placement.cpus).and_then(|()| bind_memory(placement.node, false).map(|_| ()))
         {
-            eprintln!(
+            line(&format!(
                 "cobre-shm: rank {r}: cannot bind to node {}: {e}",
                 placement.node
-            );
+            ));
             std::process::exit(1);
         }
     }
@@ -167,7 +191,9 @@ fn child(
     set_env(config::ENV_RANK, &r.to_string());
     set_env(config::ENV_SIZE, &cfg.size.to_string());
     set_env(config::ENV_CREATOR_PID, &launcher.to_string());
-    set_env(config::ENV_TIMEOUT, &cfg.timeout.as_secs_f64().to_string());
+    if let Some(t) = cfg.timeout {
+        set_env(config::ENV_TIMEOUT, &t.as_secs_f64().to_string());
+    }
     set_env("COBRE_SHM_NODE", &placement.node.to_string());
     set_env("COBRE_SHM_CPUS", &format_list(&placement.cpus));
     set_env_default("RAYON_NUM_THREADS", &placement.threads.to_string());
@@ -177,7 +203,10 @@ fn child(
     match program {
         Program::Exec(argv) => {
             let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
-            eprintln!("cobre-shm: rank {r}: cannot execute {}: {err}", argv[0]);
+            line(&format!(
+                "cobre-shm: rank {r}: cannot execute {}: {err}",
+                argv[0]
+            ));
             std::process::exit(127);
         }
         Program::Run(f) => {
@@ -221,22 +250,26 @@ fn tag_lines(fd: OwnedFd, rank: usize, to_stderr: bool, open: Arc<AtomicUsize>) 
 /// A message when the job cannot be started at all.
 pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Result<i32, String> {
     let n = plan.ranks.len();
-    let name = job_name();
+    // Whatever a rank starts and abandons becomes ours, so we can end it.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let name = job_name()?;
     let _ = cobre_shm::cleanup::remove_dead(cobre_shm::cleanup::LAUNCHER_PREFIX);
     let control = Control::create(&name, n, opts.staging_bytes, opts.mempolicy.code())
         .map_err(|e| format!("cannot create the job's control segment: {e}"))?;
     let mut cfg = ShmConfig::new(&name, 0, n);
-    if let Some(t) = opts.timeout {
-        cfg.timeout = Duration::from_secs_f64(t);
-    }
+    cfg.timeout = opts.timeout;
     cfg.creator_pid = Some(std::process::id());
 
     let mut signals = SigSet::empty();
+    // Sent fault signals come through the signalfd too (a real fault of
+    // the launcher still kills it: the kernel forces those through).
     for s in [
         Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
     ] {
         signals.add(s);
     }
@@ -285,7 +318,13 @@ pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Resul
     }
     let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
-    let code = supervise(&control, &pids, &sfd, opts.grace, start_error);
+    let code = supervise(
+        &control,
+        &pids,
+        &sfd,
+        (opts.grace, opts.stop_grace),
+        start_error,
+    );
     drop(control);
     let _ = cobre_shm::cleanup::remove_job(&name);
     // Give the output threads a moment to drain what the ranks wrote.
@@ -305,6 +344,12 @@ struct Supervisor<'a> {
     kill_at: Option<Instant>,
     killed: bool,
     grace: Duration,
+    /// The abort record the ranks left when the stop began.
+    first_abort: Option<AbortRecord>,
+    /// How long ranks may take to stop on a forwarded signal.
+    stop_grace: Duration,
+    /// Abort the job in shared memory when the kill deadline comes.
+    abort_at_kill: bool,
 }
 
 impl Supervisor<'_> {
@@ -312,9 +357,12 @@ impl Supervisor<'_> {
         self.ends.iter().filter(|e| e.is_none()).count()
     }
 
+    /// Signal every live rank's process group (the rank and whatever it
+    /// started).
     fn signal_live(&self, sig: Signal) {
         for (p, end) in self.pids.iter().zip(&self.ends) {
             if end.is_none() {
+                let _ = kill(Pid::from_raw(-p.as_raw()), sig);
                 let _ = kill(*p, sig);
             }
         }
@@ -322,37 +370,55 @@ impl Supervisor<'_> {
 
     /// Abort the job in shared memory, tell the live ranks, start the grace period.
     fn begin_stop(&mut self, why: Stop) {
-        if self.stop.is_some() {
-            return;
+        match (self.stop, why) {
+            // A second signal: the user does not want to wait.
+            (Some(Stop::Signal(_)), Stop::Signal(_)) => {
+                self.abort_all("the launcher received a second signal", NO_RANK, 0, 130);
+                self.signal_live(Signal::SIGKILL);
+                self.killed = true;
+                return;
+            }
+            (Some(_), _) => return,
+            (None, _) => {}
         }
         self.stop = Some(why);
         self.stopped = self.live();
-        let (reason, subject, pid, code, sig) = match why {
-            Stop::RankFailed { rank, pid, end } => (
-                format!("rank {rank} (pid {pid}) {}", end.describe()),
-                rank as u32,
-                pid as u32,
-                end.exit_code(),
-                Signal::SIGTERM,
-            ),
-            Stop::Signal(s) => (
-                format!("the launcher received {}", s.as_str()),
-                NO_RANK,
-                0,
-                128 + s as i32,
-                s,
-            ),
-        };
+        // What the ranks recorded, before the launcher's own abort.
+        self.first_abort = self.control.abort_record();
+        match why {
+            Stop::RankFailed { rank, pid, end } => {
+                let reason = format!("rank {rank} (pid {pid}) {}", end.describe());
+                self.abort_all(&reason, rank as u32, pid as u32, end.exit_code());
+                self.signal_live(Signal::SIGTERM);
+                self.kill_at = Some(Instant::now() + self.grace);
+            }
+            Stop::Fault(s) => {
+                let reason = format!("the launcher received {}", s.as_str());
+                self.abort_all(&reason, NO_RANK, 0, 128 + s as i32);
+                self.signal_live(Signal::SIGTERM);
+                self.kill_at = Some(Instant::now() + self.grace);
+            }
+            Stop::Signal(s) => {
+                // Pass the signal on and let the ranks finish on their own
+                // (the SDDP engine writes a checkpoint); only when they do not
+                // within the stop grace does the job abort and die.
+                self.signal_live(s);
+                self.kill_at = Some(Instant::now() + self.stop_grace);
+                self.abort_at_kill = true;
+            }
+        }
+    }
+
+    /// Mark the job aborted in shared memory: every waiting rank wakes and fails.
+    fn abort_all(&self, reason: &str, subject: u32, pid: u32, code: i32) {
         self.control.raise_abort(&AbortSpec {
             kind: AbortKind::Launcher,
             subject_rank: subject,
             raised_by: NO_RANK,
             subject_pid: pid,
             code,
-            reason: &reason,
+            reason,
         });
-        self.signal_live(sig);
-        self.kill_at = Some(Instant::now() + self.grace);
     }
 
     /// Reap every rank that ended; the first failure stops the job.
@@ -383,6 +449,14 @@ impl Supervisor<'_> {
         match self.kill_at {
             Some(at) if !self.killed => {
                 if Instant::now() >= at {
+                    if self.abort_at_kill {
+                        self.abort_all(
+                            "the ranks did not stop in time after a signal",
+                            NO_RANK,
+                            0,
+                            137,
+                        );
+                    }
                     self.signal_live(Signal::SIGKILL);
                     self.killed = true;
                     return PollTimeout::from(100u16);
@@ -404,17 +478,36 @@ impl Supervisor<'_> {
         match self.stop {
             None => 0,
             Some(Stop::RankFailed { rank, pid, end }) => {
-                eprintln!(
-                    "cobre-shm: rank {rank} (pid {pid}) {}; stopped {s} other rank{plural}",
-                    end.describe()
-                );
+                // A rank that failed because a peer stopped (or died) is not
+                // the culprit: name the peer, as the abort record does.
+                let culprit = self
+                    .first_abort
+                    .as_ref()
+                    .filter(|r| {
+                        matches!(
+                            AbortKind::from_u32(r.kind),
+                            Some(AbortKind::RankStopped | AbortKind::RankDied | AbortKind::Timeout)
+                        ) && r.raised_by != NO_RANK
+                    })
+                    .map(describe_abort);
+                match culprit {
+                    Some(why) => line(&format!(
+                        "cobre-shm: {why}; rank {rank} (pid {pid}) {} and {s} other rank{plural} \
+                         were stopped",
+                        end.describe()
+                    )),
+                    None => line(&format!(
+                        "cobre-shm: rank {rank} (pid {pid}) {}; stopped {s} other rank{plural}",
+                        end.describe()
+                    )),
+                }
                 end.exit_code()
             }
-            Some(Stop::Signal(sig)) => {
-                eprintln!(
+            Some(Stop::Signal(sig) | Stop::Fault(sig)) => {
+                line(&format!(
                     "cobre-shm: received {}; stopped {s} rank{plural}",
                     sig.as_str()
-                );
+                ));
                 128 + sig as i32
             }
         }
@@ -425,7 +518,7 @@ fn supervise(
     control: &Control,
     pids: &[Pid],
     sfd: &SignalFd,
-    grace: Duration,
+    (grace, stop_grace): (Duration, Duration),
     start_error: Option<String>,
 ) -> i32 {
     let mut sup = Supervisor {
@@ -437,9 +530,12 @@ fn supervise(
         kill_at: None,
         killed: false,
         grace,
+        first_abort: None,
+        stop_grace,
+        abort_at_kill: false,
     };
     if let Some(e) = &start_error {
-        eprintln!("cobre-shm: {e}");
+        line(&format!("cobre-shm: {e}"));
         sup.begin_stop(Stop::Signal(Signal::SIGTERM));
     }
     loop {
@@ -452,13 +548,52 @@ fn supervise(
         let _ = poll(&mut fds, timeout);
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGTERM);
-            if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) {
-                sup.begin_stop(Stop::Signal(sig));
+            match sig {
+                Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP => {
+                    sup.begin_stop(Stop::Signal(sig));
+                }
+                Signal::SIGSEGV | Signal::SIGBUS => sup.begin_stop(Stop::Fault(sig)),
+                _ => {}
             }
         }
     }
+    sweep_orphans(grace);
     if start_error.is_some() {
         return 1;
     }
     sup.outcome()
+}
+
+/// End whatever the ranks started and left behind: the launcher is their
+/// subreaper, so they are its children now. SIGTERM, then SIGKILL after
+/// `grace`; every one is reaped.
+fn sweep_orphans(grace: Duration) {
+    let me = nix::unistd::getpid();
+    let reap = || {
+        while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG))
+        {}
+    };
+    let left = orphans_of(me);
+    if left.is_empty() {
+        return;
+    }
+    for &p in &left {
+        let _ = kill(p, Signal::SIGTERM);
+    }
+    let policy = WaitPolicy::sleepy(Duration::from_millis(10), grace);
+    let gone = poll_until(&policy, || {
+        reap();
+        orphans_of(me).is_empty().then_some(())
+    });
+    if gone.is_none() {
+        for p in orphans_of(me) {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+        let policy = WaitPolicy::sleepy(Duration::from_millis(10), Duration::from_secs(2));
+        let _ = poll_until(&policy, || {
+            reap();
+            orphans_of(me).is_empty().then_some(())
+        });
+    }
 }

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod launch;
+mod limits;
+mod log;
 mod placement;
 mod train;
 
@@ -45,17 +47,27 @@ struct Cli {
     #[arg(long, global = true, value_name = "T")]
     threads: Option<usize>,
 
-    /// Print the placement plan and exit
+    /// Print the placement plan (and check a `train` case and its sizes)
+    /// and exit without starting anything
     #[arg(long, global = true)]
     dry_run: bool,
 
-    /// Overall deadline of any wait between ranks, in seconds (default 60)
-    #[arg(long, global = true, value_name = "SECS")]
-    timeout: Option<f64>,
+    /// Hard bound on any wait between ranks, in seconds [default: none —
+    /// ranks wait as long as their peers are alive and running]
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<std::time::Duration>,
 
     /// Prefix every output line of rank r with "[rank r] "
     #[arg(long, global = true)]
     tag_output: bool,
+
+    /// Say nothing on success (errors still go to stderr)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    /// Say more (repeat for even more); RUST_LOG also works
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 
     /// NUMA policy of shared segments: first-touch, interleave or node:K
     #[arg(long, global = true, default_value = "first-touch", value_parser = MemPolicy::parse)]
@@ -102,6 +114,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
     },
+}
+
+fn parse_timeout(v: &str) -> Result<std::time::Duration, String> {
+    cobre_shm::config::parse_secs("--timeout", v)
 }
 
 fn topology_for(dry_run: bool) -> Result<Topology, String> {
@@ -162,6 +178,22 @@ fn run(cli: &Cli) -> Result<i32, String> {
             if [*hydros, *stages, *openings].contains(&0) {
                 return Err("--hydros, --stages and --openings must be at least 1".into());
             }
+            // The file holds a mean and a deviation per (stage, hydro); the
+            // tree openings × stages × hydros inflows.
+            const MAX_VALUES: usize = 1 << 26;
+            let table = stages.checked_mul(*hydros);
+            let tree = table.and_then(|v| v.checked_mul(*openings));
+            if *thermals > MAX_VALUES
+                || table.is_none_or(|v| v > MAX_VALUES)
+                || tree.is_none_or(|v| v > cobre_shm_sddp::case::MAX_TREE_VALUES)
+            {
+                return Err(format!(
+                    "--hydros {hydros} --stages {stages} --openings {openings} --thermals \
+                     {thermals} is too large to generate (at most {MAX_VALUES} stage x hydro \
+                     values and {} inflows in the opening tree)",
+                    cobre_shm_sddp::case::MAX_TREE_VALUES
+                ));
+            }
             let spec = cobre_shm_sddp::generate::GenerateSpec {
                 hydros: *hydros,
                 stages: *stages,
@@ -194,13 +226,41 @@ fn run(cli: &Cli) -> Result<i32, String> {
             ));
         }
     }
+    let cpus = topo.cpu_count().max(1);
+    if let Some(n) = cli.ranks {
+        let limit = cobre_shm_layout::MAX_RANKS.min(limits::THREADS_PER_CPU.saturating_mul(cpus));
+        if n > limit {
+            return Err(format!(
+                "-p {n}: at most {limit} ranks here ({} at most in any job, {} per CPU on {cpus} \
+                 CPU(s))",
+                cobre_shm_layout::MAX_RANKS,
+                limits::THREADS_PER_CPU
+            ));
+        }
+    }
     let plan = plan(&topo, cli.ranks, cli.bind, cli.threads)?;
+    limits::check_threads(plan.ranks.iter().map(|r| r.threads).sum(), cpus)?;
+    let verbosity = log::Verbosity {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
     if cli.dry_run {
         print!("{}", topo.render());
         print!("{}", plan.render());
         println!("mempolicy for shared segments: {}", cli.mempolicy);
         if !cli.program.is_empty() {
             println!("program: {}", cli.program.join(" "));
+        }
+        if let Some(Command::Train(args)) = &cli.command {
+            train::run(
+                args,
+                &plan,
+                &LaunchOptions::default(),
+                cli.threads,
+                verbosity,
+                true,
+            )?;
+            println!("case and sizes: ok");
         }
         return Ok(0);
     }
@@ -231,7 +291,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
             })?;
     }
     if let Some(Command::Train(args)) = &cli.command {
-        return train::run(args, &plan, &opts, cli.threads);
+        return train::run(args, &plan, &opts, cli.threads, verbosity, false);
     }
     if cli.program.is_empty() {
         return Err(
@@ -242,17 +302,12 @@ fn run(cli: &Cli) -> Result<i32, String> {
 }
 
 fn main() -> ExitCode {
+    cobre_shm::os::process::make_sent_faults_fatal();
     let cli = Cli::parse();
-    if let Some(t) = cli.timeout {
-        if !(t.is_finite() && t > 0.0) {
-            eprintln!("cobre-shm: --timeout must be a positive number of seconds");
-            return ExitCode::from(2);
-        }
-    }
     match run(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(msg) => {
-            eprintln!("cobre-shm: {msg}");
+            crate::launch::line(&format!("cobre-shm: {msg}"));
             ExitCode::from(2)
         }
     }

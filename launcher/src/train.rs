@@ -4,14 +4,21 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cobre_comm::Communicator;
 use cobre_shm::{Comm, ShmBackend};
+use cobre_shm_sddp::checkpoint;
 use cobre_shm_sddp::workspace::Fault;
-use cobre_shm_sddp::{output, train, Case, CutSelection, EngineComm, IterationRow, TrainOptions};
+use cobre_shm_sddp::{
+    output, train_with, Case, CutSelection, EngineComm, EngineError, Hooks, IterationRow,
+    TrainOptions, TrainReport,
+};
 
 use crate::launch::{launch, LaunchOptions, Program, RankContext};
+use crate::log::Verbosity;
 use crate::placement::Plan;
 
 /// Command-line overrides of the case's training defaults.
@@ -32,8 +39,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Wall-clock limit in seconds
-    #[arg(long, value_name = "SECS")]
-    pub time_limit: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = |v: &str| cobre_shm::config::parse_secs("--time-limit", v))]
+    pub time_limit: Option<Duration>,
     /// Keep a private copy of the opening tree and cut pool in every rank
     /// (to measure what sharing saves)
     #[arg(long)]
@@ -46,6 +53,14 @@ pub struct TrainArgs {
     /// visited trial point, plus the newest) or `none` (every cut)
     #[arg(long, value_name = "RULE", default_value = "level1")]
     pub cut_selection: CutSelection,
+    /// Write a checkpoint (with the results so far) into the output
+    /// directory every N iterations; 0: only at the end
+    #[arg(long, value_name = "N", default_value_t = TrainOptions::DEFAULT_CHECKPOINT_EVERY)]
+    pub checkpoint_every: usize,
+    /// Continue the study whose outputs (with their checkpoint) are in DIR;
+    /// give --iterations the new total. Any ranks × threads split works
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// Make solves fail, for tests of the recovery ladder:
     /// `stage=S,iteration=I,rungs=R` (the first R rungs of every solve of
     /// stage S in iteration I fail)
@@ -56,9 +71,6 @@ pub struct TrainArgs {
     /// `--features mpi`); `auto`: mpi when started by an MPI launcher, else shm
     #[arg(long, value_enum, default_value_t = TrainBackend::Auto)]
     pub backend: TrainBackend,
-    /// No progress bar or per-iteration log
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 /// Where the ranks come from.
@@ -95,8 +107,17 @@ fn mpi_threads(threads_override: Option<usize>) -> usize {
 }
 
 /// Load (or take the bundled) case and resolve the options; every check that
-/// can fail happens here, before any rank exists.
-fn prepare(args: &TrainArgs, threads: usize) -> Result<(Case, TrainOptions, PathBuf), String> {
+/// can fail happens here, before any rank exists: the sizes the run will
+/// hold against this machine's memory and `/dev/shm`, and where its outputs
+/// go. `copies` is how many copies of the shared data the run keeps (1 under
+/// shm, one per rank with `--replicate` or MPI); `workers` the threads of
+/// the whole node.
+fn prepare(
+    args: &TrainArgs,
+    threads: usize,
+    copies: usize,
+    workers: usize,
+) -> Result<Prepared, String> {
     let case = match &args.case {
         Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
         None => Case::parse(
@@ -124,21 +145,39 @@ fn prepare(args: &TrainArgs, threads: usize) -> Result<(Case, TrainOptions, Path
         opts.seed = s;
     }
     if let Some(t) = args.time_limit {
-        if !(t.is_finite() && t > 0.0) {
-            return Err("--time-limit must be a positive number of seconds".into());
-        }
-        opts.time_limit = Some(Duration::from_secs_f64(t));
+        opts.time_limit = Some(t);
     }
     opts.replicate = args.replicate;
     opts.cut_selection = args.cut_selection;
     opts.fault = args.inject_solver_fault;
-    let dir = args
-        .output
-        .clone()
-        .unwrap_or_else(|| Path::new("output").join(&case.name));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create output directory {}: {e}", dir.display()))?;
-    Ok((case, opts, dir))
+    opts.checkpoint_every = (args.checkpoint_every > 0).then_some(args.checkpoint_every);
+    let sizes = cobre_shm_sddp::engine::sizes(&case, &opts).map_err(|e| e.to_string())?;
+    crate::limits::check_memory(&sizes, copies, workers, opts.replicate)?;
+    let dir = args.output.clone().unwrap_or_else(|| {
+        Path::new("output").join(cobre_shm_sddp::publish::safe_dir_name(&case.name))
+    });
+    cobre_shm_sddp::publish::check_writable(&dir).map_err(|e| e.to_string())?;
+    let resume = match &args.resume {
+        Some(from) => Some(
+            checkpoint::read(&from.join(checkpoint::FILE), &case, &opts)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    Ok(Prepared {
+        case,
+        opts,
+        dir,
+        resume,
+    })
+}
+
+/// Everything a rank needs, checked before any rank exists.
+struct Prepared {
+    case: Case,
+    opts: TrainOptions,
+    dir: PathBuf,
+    resume: Option<checkpoint::State>,
 }
 
 fn progress(row: &IterationRow, total: usize, tty: bool) {
@@ -167,14 +206,51 @@ fn progress(row: &IterationRow, total: usize, tty: bool) {
     }
 }
 
-/// Train on `comm`; rank 0 writes the outputs. Returns the exit code.
-fn run_rank<C: EngineComm>(
-    comm: &C,
-    case: &Case,
-    opts: &TrainOptions,
-    dir: &Path,
-    quiet: bool,
-) -> i32 {
+/// Signal flags of a rank: SIGTERM (a batch scheduler's time limit) and
+/// SIGINT ask training to stop at the next phase boundary with a final
+/// checkpoint.
+struct StopFlags {
+    term: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    any: Arc<AtomicBool>,
+}
+
+impl StopFlags {
+    fn install() -> Self {
+        let f = Self {
+            term: Arc::new(AtomicBool::new(false)),
+            int: Arc::new(AtomicBool::new(false)),
+            any: Arc::new(AtomicBool::new(false)),
+        };
+        for (sig, flag) in [
+            (signal_hook::consts::SIGTERM, &f.term),
+            (signal_hook::consts::SIGINT, &f.int),
+        ] {
+            let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+            let _ = signal_hook::flag::register(sig, Arc::clone(&f.any));
+        }
+        f
+    }
+
+    /// The exit code of a rank stopped on request: 128 + the signal.
+    fn code(&self) -> i32 {
+        if self.term.load(Ordering::Relaxed) {
+            128 + signal_hook::consts::SIGTERM
+        } else {
+            128 + signal_hook::consts::SIGINT
+        }
+    }
+}
+
+/// Train on `comm`; rank 0 writes the outputs (and every checkpoint).
+/// Returns the exit code.
+fn run_rank<C: EngineComm>(comm: &C, p: &Prepared, v: Verbosity) -> i32 {
+    let Prepared {
+        case,
+        opts,
+        dir,
+        resume,
+    } = p;
     let rank = comm.rank();
     let tty = std::io::stderr().is_terminal();
     if rank == 0 {
@@ -191,70 +267,90 @@ fn run_rank<C: EngineComm>(
             opts.forward_passes
         );
     }
-    let result = train(comm, case, opts, |row| {
-        if !quiet {
+    let flags = StopFlags::install();
+    let mut on_iteration = |row: &IterationRow| {
+        if !v.quiet {
             progress(row, opts.iterations, tty);
         }
-    });
-    if rank == 0 && tty && !quiet {
-        eprintln!();
-    }
-    let summary = |report: &cobre_shm_sddp::TrainReport| {
-        if let Some(last) = report.rows.last() {
-            println!(
-                "{}: {} iterations ({}), lower bound {}, upper bound {} ± {}, {} rank(s) x {} thread(s), {:.2}s; outputs in {}",
-                case.name,
-                report.rows.len(),
-                report.stop.as_str(),
-                last.lower_bound,
-                last.upper_bound_mean,
-                last.upper_bound_ci95,
-                report.ranks,
-                report.threads,
-                last.elapsed_secs,
-                dir.display()
-            );
+    };
+    let mut on_checkpoint = |report: &TrainReport| {
+        if let Err(e) = output::write_all(dir, case, report) {
+            crate::launch::line(&format!("cobre-shm: checkpoint not written: {e}"));
         }
     };
+    let result = train_with(
+        comm,
+        case,
+        opts,
+        Hooks {
+            on_iteration: &mut on_iteration,
+            on_checkpoint: &mut on_checkpoint,
+            stop: Some(&flags.any),
+            resume: resume.clone(),
+        },
+    );
+    if rank == 0 && tty && !v.quiet {
+        eprintln!();
+    }
     match result {
         Ok(report) => {
             if rank != 0 {
                 return 0;
             }
             if let Err(e) = output::write_all(dir, case, &report) {
-                eprintln!("cobre-shm: {e}");
+                crate::launch::line(&format!("cobre-shm: {e}"));
                 return 1;
             }
-            summary(&report);
+            if !v.quiet {
+                println!("{}", summary_line(case, &report, dir));
+            }
             0
         }
         Err(failure) => {
-            eprintln!("cobre-shm: rank {rank}: training failed: {failure}");
+            let stopped = matches!(failure.error, EngineError::Interrupted { .. });
+            if !stopped || rank == 0 {
+                crate::launch::line(&format!(
+                    "cobre-shm: rank {rank}: training {}: {failure}",
+                    if stopped { "stopped" } else { "failed" }
+                ));
+            }
             if let (0, Some(report)) = (rank, &failure.partial) {
                 match output::write_all(dir, case, report) {
-                    Ok(()) => eprintln!(
-                        "cobre-shm: the {} completed iteration(s) and every cut published so far \
-                         are in {}",
-                        report.rows.len(),
-                        dir.display()
-                    ),
-                    Err(e) => eprintln!("cobre-shm: {e}"),
+                    Ok(()) => crate::launch::line(&format!(
+                        "cobre-shm: the {done} completed iteration(s), every cut published so far \
+                         and a checkpoint are in {dir} (continue with --resume {dir})",
+                        done = report.rows.len(),
+                        dir = dir.display()
+                    )),
+                    Err(e) => crate::launch::line(&format!("cobre-shm: {e}")),
                 }
             }
-            1
+            if stopped {
+                flags.code()
+            } else {
+                1
+            }
         }
     }
 }
 
-fn init_logging(rank: usize) {
-    let default = if rank == 0 { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+fn summary_line(case: &Case, report: &TrainReport, dir: &Path) -> String {
+    match report.rows.last() {
+        Some(last) => format!(
+            "{}: {} iterations ({}), lower bound {}, upper bound {} ± {}, {} rank(s) x {} thread(s), {:.2}s; outputs in {}",
+            case.name,
+            report.rows.len(),
+            report.stop.as_str(),
+            last.lower_bound,
+            last.upper_bound_mean,
+            last.upper_bound_ci95,
+            report.ranks,
+            report.threads,
+            last.elapsed_secs,
+            dir.display()
+        ),
+        None => format!("{}: no iteration completed; outputs in {}", case.name, dir.display()),
+    }
 }
 
 /// `cobre-shm train`.
@@ -266,56 +362,77 @@ pub fn run(
     plan: &Plan,
     launch_opts: &LaunchOptions,
     threads_override: Option<usize>,
+    v: Verbosity,
+    dry_run: bool,
 ) -> Result<i32, String> {
     let backend = match args.backend {
         TrainBackend::Auto if cobre_shm::comm::mpi_launch_detected() => TrainBackend::Mpi,
         TrainBackend::Auto => TrainBackend::Shm,
         other => other,
     };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     match backend {
         TrainBackend::Local => {
-            let threads = threads_override
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-            let (case, opts, dir) = prepare(args, threads)?;
-            init_logging(0);
+            let threads = threads_override.unwrap_or(cpus);
+            crate::limits::check_threads(threads, cpus)?;
+            let prepared = prepare(args, threads, 1, threads)?;
+            if dry_run {
+                return Ok(0);
+            }
+            crate::log::init(0, v);
             Ok(run_rank(
                 &Comm::Local(cobre_comm::LocalBackend),
-                &case,
-                &opts,
-                &dir,
-                args.quiet,
+                &prepared,
+                v,
             ))
         }
         TrainBackend::Mpi => {
-            let (case, opts, dir) = prepare(args, mpi_threads(threads_override))?;
+            let threads = mpi_threads(threads_override);
+            crate::limits::check_threads(threads, cpus)?;
+            let prepared = prepare(args, threads, 1, threads)?;
+            if dry_run {
+                return Ok(0);
+            }
             let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
                 format!(
                     "{e}. Build with `cargo build --release --features mpi` and run under mpiexec"
                 )
             })?;
-            init_logging(comm.rank());
-            let code = run_rank(&comm, &case, &opts, &dir, args.quiet);
+            crate::log::init(comm.rank(), v);
+            let code = run_rank(&comm, &prepared, v);
             // Finalise MPI (dropping the communicator) before exiting.
             drop(comm);
             Ok(code)
         }
         TrainBackend::Shm | TrainBackend::Auto => {
-            let (case, opts, dir) = prepare(args, 1)?;
-            let quiet = args.quiet;
+            let workers: usize = plan.ranks.iter().map(|r| r.threads).sum();
+            let copies = if args.replicate { plan.ranks.len() } else { 1 };
+            let prepared = prepare(args, 1, copies, workers)?;
+            if dry_run {
+                return Ok(0);
+            }
             let body = move |ctx: &RankContext| -> i32 {
-                init_logging(ctx.placement.rank);
+                crate::log::init(ctx.placement.rank, v);
                 let comm = match ShmBackend::attach(&ctx.config) {
                     Ok(c) => Comm::Shm(c),
                     Err(e) => {
-                        eprintln!("cobre-shm: rank {}: {e}", ctx.placement.rank);
+                        crate::launch::line(&format!(
+                            "cobre-shm: rank {}: {e}",
+                            ctx.placement.rank
+                        ));
                         return 1;
                     }
                 };
-                let opts = TrainOptions {
-                    threads: ctx.placement.threads,
-                    ..opts.clone()
+                let mine = Prepared {
+                    opts: TrainOptions {
+                        threads: ctx.placement.threads,
+                        ..prepared.opts.clone()
+                    },
+                    case: prepared.case.clone(),
+                    dir: prepared.dir.clone(),
+                    resume: prepared.resume.clone(),
                 };
-                run_rank(&comm, &case, &opts, &dir, quiet)
+                run_rank(&comm, &mine, v)
             };
             launch(plan, &Program::Run(&body), launch_opts)
         }

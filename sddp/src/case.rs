@@ -246,6 +246,10 @@ pub struct Case {
     pub training: TrainingFile,
 }
 
+/// Most numbers the opening tree may hold (2 GiB of `f64`): more is refused
+/// while reading the case, naming the field, instead of exhausting memory.
+pub const MAX_TREE_VALUES: usize = 1 << 28;
+
 /// Why a case was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
@@ -538,6 +542,21 @@ impl Case {
                 if m.openings == 0 {
                     return c.fail("inflow_model.openings", "must be at least 1");
                 }
+                let values = m
+                    .openings
+                    .checked_mul(t_count)
+                    .and_then(|v| v.checked_mul(nh))
+                    .filter(|&v| v <= MAX_TREE_VALUES);
+                if values.is_none() {
+                    return c.fail(
+                        "inflow_model.openings",
+                        format!(
+                            "{} openings x {t_count} stages x {nh} hydros is more than the {} \
+                             inflows an opening tree may hold; use fewer openings",
+                            m.openings, MAX_TREE_VALUES
+                        ),
+                    );
+                }
                 for (key, table) in [("mean", &m.mean), ("std", &m.std)] {
                     if table.len() != t_count {
                         return c.fail(
@@ -573,11 +592,19 @@ impl Case {
             return c.fail("training.iterations", "must be at least 1");
         }
         if let Some(t) = training.time_limit_secs {
-            if !(t.is_finite() && t > 0.0) {
+            if !(t.is_finite() && t > 0.0 && t <= cobre_shm::config::MAX_SECS) {
                 return c.fail(
                     "training.time_limit_secs",
-                    "must be a positive number of seconds",
+                    format!(
+                        "must be a positive number of seconds, at most {} (a year)",
+                        cobre_shm::config::MAX_SECS
+                    ),
                 );
+            }
+        }
+        if let Some(tol) = training.stall_tolerance {
+            if !(tol.is_finite() && tol >= 0.0) {
+                return c.fail("training.stall_tolerance", "must be a number >= 0");
             }
         }
         Ok(Self {

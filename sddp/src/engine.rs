@@ -11,6 +11,7 @@
 //! every LP sees the same sequence of solves whoever runs it.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use cobre_comm::CommError;
@@ -42,6 +43,16 @@ pub enum EngineError {
     /// An LP could not be solved on this rank, even after every recovery.
     #[error(transparent)]
     Solve(#[from] SolveFailure),
+    /// A stop was requested (SIGTERM, SIGINT): training ended at the next
+    /// phase boundary, with a checkpoint of the completed iterations.
+    #[error("stopped on request during iteration {iteration}")]
+    Interrupted {
+        /// The iteration that was abandoned (1-based).
+        iteration: usize,
+    },
+    /// A checkpoint to resume from does not fit this run.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// Another rank could not solve an LP; that rank reports it.
     #[error("rank {rank} could not solve an LP in iteration {iteration} (its message says why)")]
     PeerFailed {
@@ -85,6 +96,9 @@ pub struct TrainOptions {
     pub cut_selection: CutSelection,
     /// Solve failures to inject (tests of the recovery ladder).
     pub fault: Option<Fault>,
+    /// Also write a checkpoint (with the results so far) every this many
+    /// iterations; `None`: only the one every run ends with.
+    pub checkpoint_every: Option<usize>,
 }
 
 impl TrainOptions {
@@ -94,6 +108,8 @@ impl TrainOptions {
     pub const DEFAULT_FORWARD_PASSES: usize = 10;
     /// Default warm-start group.
     pub const DEFAULT_WARM_GROUP: usize = 2;
+    /// Default checkpoint interval, in iterations.
+    pub const DEFAULT_CHECKPOINT_EVERY: usize = 10;
 
     /// Options from the case's `training` section, with defaults.
     #[must_use]
@@ -114,6 +130,7 @@ impl TrainOptions {
             warm_group: Self::DEFAULT_WARM_GROUP,
             cut_selection: CutSelection::default(),
             fault: None,
+            checkpoint_every: Some(Self::DEFAULT_CHECKPOINT_EVERY),
         }
     }
 }
@@ -149,6 +166,10 @@ pub enum StopReason {
     /// An LP could not be solved even after every recovery (the policy
     /// and iterations so far are still reported).
     SolverFailure,
+    /// A stop was requested (SIGTERM, SIGINT).
+    Interrupted,
+    /// Not stopped: a checkpoint of a run still going.
+    InProgress,
 }
 
 impl StopReason {
@@ -160,6 +181,8 @@ impl StopReason {
             Self::TimeLimit => 2,
             Self::Stall => 3,
             Self::SolverFailure => 4,
+            Self::Interrupted => 5,
+            Self::InProgress => 6,
         }
     }
 
@@ -171,6 +194,8 @@ impl StopReason {
             2 => Some(Self::TimeLimit),
             3 => Some(Self::Stall),
             4 => Some(Self::SolverFailure),
+            5 => Some(Self::Interrupted),
+            6 => Some(Self::InProgress),
             _ => None,
         }
     }
@@ -183,6 +208,8 @@ impl StopReason {
             Self::TimeLimit => "time_limit",
             Self::Stall => "lower_bound_stall",
             Self::SolverFailure => "lp_failure",
+            Self::Interrupted => "interrupted",
+            Self::InProgress => "in_progress",
         }
     }
 }
@@ -296,6 +323,8 @@ pub struct TrainReport {
     pub work: WorkReport,
     /// Options used.
     pub options: TrainOptions,
+    /// The checkpoint of the completed iterations (rank 0 only).
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 /// Training that stopped on an error, with what it had done so far: the
@@ -331,6 +360,96 @@ impl From<CommError> for TrainFailure {
     }
 }
 
+/// What a run will hold, computed from the case and the options before
+/// anything is allocated (all arithmetic checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Cut slots per stage (iterations × forward passes).
+    pub cuts_per_stage: usize,
+    /// Bytes of the opening tree.
+    pub tree_bytes: u64,
+    /// Bytes of the stage-LP cache.
+    pub cache_bytes: u64,
+    /// Bytes of the cut pool.
+    pub pool_bytes: u64,
+    /// Bytes of the trial points.
+    pub states_bytes: u64,
+}
+
+impl Sizes {
+    /// Bytes of every structure every rank reads (one copy per node under
+    /// shm, one per rank with `--replicate` or MPI).
+    #[must_use]
+    pub fn shared_bytes(&self) -> u64 {
+        self.tree_bytes
+            .saturating_add(self.cache_bytes)
+            .saturating_add(self.pool_bytes)
+            .saturating_add(self.states_bytes)
+    }
+}
+
+/// The sizes of a run of `case` with `opts`.
+///
+/// # Errors
+/// [`EngineError::Options`] when a count is zero or a size overflows, with
+/// the options to lower.
+pub fn sizes(case: &Case, opts: &TrainOptions) -> Result<Sizes, EngineError> {
+    if opts.forward_passes == 0 || opts.iterations == 0 || opts.warm_group == 0 || opts.threads == 0
+    {
+        return Err(EngineError::Options(
+            "forward passes, iterations, warm group and threads must be at least 1".into(),
+        ));
+    }
+    let too_big = || {
+        EngineError::Options(format!(
+            "{} iterations x {} forward passes over {} stages and {} hydros is too large to \
+             hold (cut pool and trial points); lower --iterations or --forward-passes",
+            opts.iterations,
+            opts.forward_passes,
+            case.stages,
+            case.hydros.len()
+        ))
+    };
+    let cuts = opts
+        .iterations
+        .checked_mul(opts.forward_passes)
+        .filter(|&c| u32::try_from(c).is_ok())
+        .ok_or_else(too_big)?;
+    let nh = case.hydros.len() as u64;
+    let lanes = (case.stages - 1) as u64;
+    let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(too_big);
+    let shape = crate::lp::Shape::of(case);
+    let (n, m, nz) = (shape.cols as u64, shape.rows as u64, shape.nonzeros as u64);
+    let per_stage = mul(nz, 12)?
+        .checked_add(mul(n, 28)?)
+        .and_then(|v| v.checked_add(m * 16 + 4))
+        .ok_or_else(too_big)?;
+    Ok(Sizes {
+        cuts_per_stage: cuts,
+        tree_bytes: mul(case.tree_offsets().1 as u64, 8)?,
+        cache_bytes: mul(case.stages as u64, per_stage)?,
+        pool_bytes: mul(
+            mul(lanes, cuts as u64)?,
+            mul(nh + crate::pool::HEAD as u64, 8)?,
+        )?,
+        states_bytes: mul(mul(lanes, cuts as u64)?, mul(nh, 8)?)?,
+    })
+}
+
+/// What the caller hooks into a run (see [`train_with`]).
+pub struct Hooks<'h> {
+    /// Called on rank 0 after every iteration.
+    pub on_iteration: &'h mut dyn FnMut(&IterationRow),
+    /// Called on rank 0 with the results so far (their `checkpoint` set)
+    /// every `checkpoint_every` iterations.
+    pub on_checkpoint: &'h mut dyn FnMut(&TrainReport),
+    /// Set (e.g. by a signal handler) to stop at the next phase boundary
+    /// with a checkpoint of the completed iterations.
+    pub stop: Option<&'h AtomicBool>,
+    /// Continue from this checkpoint (read with [`crate::checkpoint::read`]).
+    pub resume: Option<crate::checkpoint::State>,
+}
+
 /// Train a policy for `case` on `comm`; `on_iteration` is called on rank 0
 /// after every iteration.
 ///
@@ -341,7 +460,31 @@ pub fn train<C: EngineComm>(
     comm: &C,
     case: &Case,
     opts: &TrainOptions,
-    on_iteration: impl FnMut(&IterationRow),
+    mut on_iteration: impl FnMut(&IterationRow),
 ) -> Result<TrainReport, TrainFailure> {
-    crate::trainer::run(comm, case, opts, on_iteration)
+    let mut nothing = |_: &TrainReport| {};
+    train_with(
+        comm,
+        case,
+        opts,
+        Hooks {
+            on_iteration: &mut on_iteration,
+            on_checkpoint: &mut nothing,
+            stop: None,
+            resume: None,
+        },
+    )
+}
+
+/// [`train`] with checkpoints, a stop flag and resumption.
+///
+/// # Errors
+/// As [`train`].
+pub fn train_with<C: EngineComm>(
+    comm: &C,
+    case: &Case,
+    opts: &TrainOptions,
+    hooks: Hooks<'_>,
+) -> Result<TrainReport, TrainFailure> {
+    crate::trainer::run(comm, case, opts, hooks)
 }

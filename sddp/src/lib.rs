@@ -12,11 +12,13 @@
 pub mod basis;
 pub mod cache;
 pub mod case;
+pub mod checkpoint;
 pub mod engine;
 pub mod generate;
 pub mod lp;
 pub mod output;
 pub mod pool;
+pub mod publish;
 pub mod rng;
 pub mod selection;
 pub mod store;
@@ -25,7 +27,7 @@ pub mod workspace;
 
 pub use case::{Case, CaseError};
 pub use engine::{
-    train, EngineComm, EngineError, IterationRow, StopReason, TrainFailure, TrainOptions,
-    TrainReport,
+    train, train_with, EngineComm, EngineError, Hooks, IterationRow, StopReason, TrainFailure,
+    TrainOptions, TrainReport,
 };
 pub use selection::CutSelection;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::case::Case;
 use crate::engine::TrainReport;
+use crate::publish::{write_dir, PublishError};
 use crate::workspace::LADDER;
 
 /// Header of `convergence.csv`.
@@ -269,20 +270,25 @@ fn xml(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Write all four files into `dir` (created if needed).
+/// Write all four files as the new contents of `dir`, atomically: readers
+/// see the previous run's files or this run's, never a mix.
 ///
 /// # Errors
-/// I/O errors, with the file name.
-pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
-    write("convergence.csv", convergence_csv(report))?;
-    write("policy.json", pretty(&policy_json(case, report)))?;
-    write("summary.json", pretty(&summary_json(case, report)))?;
-    write("convergence.svg", convergence_svg(case, report))?;
-    Ok(())
+/// I/O errors, with the path; `dir` then still holds the previous results.
+pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), PublishError> {
+    let pretty =
+        |v: &Value| (serde_json::to_string_pretty(v).unwrap_or_default() + "\n").into_bytes();
+    let mut files = vec![
+        ("convergence.csv", convergence_csv(report).into_bytes()),
+        ("policy.json", pretty(&policy_json(case, report))),
+        ("summary.json", pretty(&summary_json(case, report))),
+        (
+            "convergence.svg",
+            convergence_svg(case, report).into_bytes(),
+        ),
+    ];
+    if let Some(bytes) = &report.checkpoint {
+        files.push((crate::checkpoint::FILE, bytes.clone()));
+    }
+    write_dir(dir, &files)
 }

@@ -158,6 +158,18 @@ impl<C: EngineComm> CutPool<C> {
         Ok(w.start / per.max(1)..w.end / per.max(1))
     }
 
+    /// Every published record of lane `c`, back to back.
+    #[must_use]
+    pub fn cut_records(&self, c: usize) -> &[f64] {
+        self.cuts.lane(c)
+    }
+
+    /// Every published trial-point value.
+    #[must_use]
+    pub fn state_values(&self) -> &[f64] {
+        self.states.lane(0)
+    }
+
     /// The two stores, for reports: cut records and trial points.
     pub(crate) fn parts(&self) -> (&Lanes<f64, C>, &Lanes<f64, C>) {
         (&self.cuts, &self.states)

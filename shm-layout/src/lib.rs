@@ -198,6 +198,8 @@ pub enum AbortKind {
     AttachFailed = 5,
     /// The launcher stopped the job (a rank failed, or a signal).
     Launcher = 6,
+    /// A rank stayed stopped (SIGSTOP, a debugger) while others waited.
+    RankStopped = 7,
 }
 
 impl AbortKind {
@@ -211,6 +213,7 @@ impl AbortKind {
             4 => Some(Self::Mismatch),
             5 => Some(Self::AttachFailed),
             6 => Some(Self::Launcher),
+            7 => Some(Self::RankStopped),
             _ => None,
         }
     }

@@ -51,3 +51,126 @@ pub fn die_with_parent(parent: Pid, signal: Signal) {
         std::process::exit(128 + signal as i32);
     }
 }
+
+/// The state letter of process `pid` as `/proc/<pid>/stat` shows it (`R`
+/// running, `S` sleeping, `D` disk wait, `T` stopped, `t` traced, `Z`
+/// zombie, ...), or `None` when there is no such process here.
+#[must_use]
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Whether process `pid` is stopped by a signal or a debugger.
+#[must_use]
+pub fn is_stopped(pid: u32) -> bool {
+    matches!(state(pid), Some('T' | 't'))
+}
+
+/// The signals a hardware fault raises.
+const FAULTS: [Signal; 4] = [
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+];
+
+/// The handlers that were installed before [`make_sent_faults_fatal`], by
+/// signal number (as raw `sigaction` values, read in signal context).
+static PREVIOUS: [std::sync::OnceLock<libc::sigaction>; 4] = [
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+    std::sync::OnceLock::new(),
+];
+
+fn slot(sig: libc::c_int) -> Option<usize> {
+    FAULTS.iter().position(|s| *s as libc::c_int == sig)
+}
+
+/// Runs in signal context: only async-signal-safe calls.
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    let previous = slot(sig).and_then(|i| PREVIOUS[i].get());
+    // si_code > 0: raised by the kernel for a real fault. Let the previous
+    // handler (e.g. Rust's stack-overflow report) see it.
+    if code > 0 {
+        if let Some(prev) = previous {
+            let h = prev.sa_sigaction;
+            if h != libc::SIG_DFL && h != libc::SIG_IGN {
+                if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                    // SAFETY: `h` was installed as an SA_SIGINFO handler with
+                    // exactly this signature, and gets the kernel's arguments.
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        unsafe { std::mem::transmute(h) };
+                    f(sig, info, ctx);
+                } else {
+                    // SAFETY: as above, for a plain one-argument handler.
+                    let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+                    f(sig);
+                }
+                return;
+            }
+        }
+    }
+    // Sent with kill (or no previous handler): die of the signal, now.
+    // SAFETY: signal() and raise() are async-signal-safe; SIG_DFL makes the
+    // raised signal terminate the process once this handler returns.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Make a fault signal *sent* to this process (`kill -SEGV`) end it as a
+/// crash, as a real fault does, while real faults still reach the handler
+/// that was there before (Rust's stack-overflow report). Idempotent.
+pub fn make_sent_faults_fatal() {
+    for (i, sig) in FAULTS.into_iter().enumerate() {
+        if PREVIOUS[i].get().is_some() {
+            continue;
+        }
+        // SAFETY: all-zero is a valid `sigaction` (empty mask, no flags).
+        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+        new.sa_sigaction = on_fault as *const () as usize;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: as above.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are valid for the call. `on_fault` makes
+        // only async-signal-safe calls and reads `PREVIOUS` through atomic
+        // loads; a signal arriving before `PREVIOUS` is set below finds no
+        // previous handler and dies of the default action, the safe outcome.
+        let rc = unsafe { libc::sigaction(sig as libc::c_int, &new, &mut old) };
+        if rc == 0 {
+            let _ = PREVIOUS[i].set(old);
+        }
+    }
+}
+
+/// Pids of the live processes whose parent is `parent` (for a child
+/// subreaper: the orphans it inherited).
+#[must_use]
+pub fn orphans_of(parent: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                let mut f = s.rsplit_once(')').map_or("", |x| x.1).split_whitespace();
+                let state = f.next();
+                let ppid = f.next().and_then(|p| p.parse::<i32>().ok());
+                state != Some("Z") && ppid == Some(parent.as_raw())
+            })
+        })
+        .map(Pid::from_raw)
+        .collect()
+}

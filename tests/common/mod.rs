@@ -101,6 +101,7 @@ pub fn spawn(
         .env("COBRE_SHM_RANK", rank.to_string())
         .env("COBRE_SHM_SIZE", size.to_string())
         .env("COBRE_SHM_TIMEOUT_SECS", "10")
+        .env("COBRE_SHM_ATTACH_TIMEOUT_SECS", "10")
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

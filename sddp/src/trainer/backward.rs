@@ -12,7 +12,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::split::{split_lengths, Split};
-use super::{agree, opening, Trainer, Worker};
+use super::{opening, Trainer, Worker};
 use crate::engine::{EngineComm, EngineError};
 use crate::pool::{CutPool, HEAD};
 use crate::workspace::{SolveFailure, Source};
@@ -133,7 +133,7 @@ impl<C: EngineComm> Trainer<'_, C> {
                 .find_map(Result::err)
                 .map_or(Ok(()), |e| Err(EngineError::Solve(e)));
             self.phases.backward += t0.elapsed();
-            agree(self.comm, local, iteration + 1)?;
+            self.agree(local, iteration + 1)?;
             let t1 = Instant::now();
             let slots =
                 self.pool

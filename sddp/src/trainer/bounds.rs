@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cobre_comm::prefix_displs;
 
-use super::{agree, opening, Trainer};
+use super::{opening, Trainer};
 use crate::engine::{EngineComm, EngineError, IterationRow, StopReason};
 use crate::workspace::Source;
 
@@ -58,7 +58,7 @@ impl<C: EngineComm> Trainer<'_, C> {
             Ok(lb) => (Ok(()), lb),
             Err(e) => (Err(e), f64::NAN),
         };
-        agree(self.comm, local, iteration + 1)?;
+        self.agree(local, iteration + 1)?;
         Ok(lb)
     }
 
@@ -68,7 +68,7 @@ impl<C: EngineComm> Trainer<'_, C> {
         &mut self,
         iteration: usize,
         lb: f64,
-        on_iteration: &mut impl FnMut(&IterationRow),
+        on_iteration: &mut dyn FnMut(&IterationRow),
     ) -> Result<Option<StopReason>, EngineError> {
         let t0 = Instant::now();
         let m = self.opts.forward_passes;
@@ -88,7 +88,7 @@ impl<C: EngineComm> Trainer<'_, C> {
                 (mean - lb) / mean.abs()
             },
             cuts: (0..self.pool.lanes()).map(|c| self.pool.len(c)).sum(),
-            elapsed_secs: self.start.elapsed().as_secs_f64(),
+            elapsed_secs: self.elapsed_before + self.start.elapsed().as_secs_f64(),
         };
         self.rows.push(row);
         let mut decision = [0u64];

@@ -12,7 +12,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::split::{split_lengths, Split};
-use super::{agree, opening, Trainer, Worker};
+use super::{opening, Trainer, Worker};
 use crate::engine::{EngineComm, EngineError};
 use crate::rng;
 use crate::workspace::{SolveFailure, Source};
@@ -140,7 +140,7 @@ impl<C: EngineComm> Trainer<'_, C> {
             }
         }
         self.phases.forward += t0.elapsed();
-        agree(self.comm, local, iteration + 1)?;
+        self.agree(local, iteration + 1)?;
         let t1 = Instant::now();
         let range = self
             .pool

@@ -17,6 +17,7 @@ mod forward;
 mod report;
 mod split;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cobre_comm::{CommError, Communicator, ReduceOp};
@@ -25,9 +26,10 @@ use cobre_solver::Basis;
 use crate::basis::Entry;
 use crate::cache::StageCache;
 use crate::case::Case;
+use crate::checkpoint::State;
 use crate::engine::{
-    EngineComm, EngineError, IterationRow, PhaseTimes, StopReason, TrainFailure, TrainOptions,
-    TrainReport,
+    EngineComm, EngineError, Hooks, IterationRow, PhaseTimes, StopReason, TrainFailure,
+    TrainOptions, TrainReport,
 };
 use crate::pool::CutPool;
 use crate::selection::Selector;
@@ -71,6 +73,13 @@ pub(crate) struct Trainer<'a, C: EngineComm> {
     /// Penalised slack used by this rank's forward passes.
     slack: f64,
     peak_pss: u64,
+    /// Set to stop at the next phase boundary.
+    stop: Option<&'a AtomicBool>,
+    /// This rank's bases, the lower bound's basis and the slack as they were
+    /// at the end of the last completed iteration (what a checkpoint holds).
+    committed: (Vec<(u32, u32, Entry)>, Entry, f64),
+    /// Wall-clock seconds of the iterations before a resumption.
+    elapsed_before: f64,
 }
 
 /// Inflows of opening `k` of stage `t` in the opening tree.
@@ -81,48 +90,37 @@ fn opening<'t>(tree: &'t [f64], offsets: &[usize], hydros: usize, t: usize, k: u
 
 /// Sizes that come from input, checked before anything is allocated.
 fn check_options(case: &Case, opts: &TrainOptions) -> Result<usize, EngineError> {
-    if opts.forward_passes == 0 || opts.iterations == 0 || opts.warm_group == 0 || opts.threads == 0
-    {
-        return Err(EngineError::Options(
-            "forward passes, iterations, warm group and threads must be at least 1".into(),
-        ));
-    }
-    let capacity = opts
-        .iterations
-        .checked_mul(opts.forward_passes)
-        .filter(|&c| u32::try_from(c).is_ok())
-        .ok_or_else(|| {
-            EngineError::Options(format!(
-                "{} iterations x {} forward passes = more cuts per stage than the pool can \
-                 index (at most {}); lower --iterations or --forward-passes",
-                opts.iterations,
-                opts.forward_passes,
-                u32::MAX
-            ))
-        })?;
-    let _ = case;
-    Ok(capacity)
+    crate::engine::sizes(case, opts).map(|s| s.cuts_per_stage)
 }
 
-/// Exchange each rank's phase outcome; every rank returns the first
-/// failure (its own message on the failing rank).
+/// Exchange each rank's phase outcome and whether a stop was requested;
+/// every rank returns the first failure (its own message on the failing
+/// rank), or [`EngineError::Interrupted`] when any rank was asked to stop.
 fn agree<C: Communicator>(
     comm: &C,
     local: Result<(), EngineError>,
+    stop: Option<&AtomicBool>,
     iteration: usize,
 ) -> Result<(), EngineError> {
-    // The lowest failing rank (as rank + 1), or MAX when none failed.
-    let mine = if local.is_err() {
+    // Under Min: the lowest failing rank (as rank + 1), and 0 when any rank
+    // was asked to stop; MAX when neither.
+    let failed = if local.is_err() {
         comm.rank() as u64 + 1
     } else {
         u64::MAX
     };
-    let mut first = [0u64];
-    comm.allreduce(&[mine], &mut first, ReduceOp::Min)?;
-    match (local, first[0]) {
+    let stopping = if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        0
+    } else {
+        u64::MAX
+    };
+    let mut first = [0u64; 2];
+    comm.allreduce(&[failed, stopping], &mut first, ReduceOp::Min)?;
+    match (local, first) {
         (Err(e), _) => Err(e),
-        (Ok(()), u64::MAX) => Ok(()),
-        (Ok(()), r) => Err(EngineError::PeerFailed {
+        (Ok(()), [u64::MAX, u64::MAX]) => Ok(()),
+        (Ok(()), [u64::MAX, _]) => Err(EngineError::Interrupted { iteration }),
+        (Ok(()), [r, _]) => Err(EngineError::PeerFailed {
             rank: (r - 1) as usize,
             iteration,
         }),
@@ -130,7 +128,12 @@ fn agree<C: Communicator>(
 }
 
 impl<'a, C: EngineComm> Trainer<'a, C> {
-    fn setup(comm: &'a C, case: &'a Case, opts: &'a TrainOptions) -> Result<Self, EngineError> {
+    fn setup(
+        comm: &'a C,
+        case: &'a Case,
+        opts: &'a TrainOptions,
+        stop: Option<&'a AtomicBool>,
+    ) -> Result<Self, EngineError> {
         let start = Instant::now();
         let capacity = check_options(case, opts)?;
         let (rank, ranks) = (comm.rank(), comm.size());
@@ -192,18 +195,24 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             start,
             slack: 0.0,
             peak_pss: 0,
+            stop,
+            committed: (Vec::new(), Entry::default(), 0.0),
+            elapsed_before: 0.0,
         };
         trainer.phases.setup = start.elapsed();
         trainer.sample_memory();
         Ok(trainer)
     }
 
-    /// Run iterations until a stop rule fires.
-    fn iterate(
-        &mut self,
-        on_iteration: &mut impl FnMut(&IterationRow),
-    ) -> Result<StopReason, EngineError> {
-        for iteration in 0.. {
+    /// Exchange the phase outcome and the stop flag (see [`agree`]).
+    fn agree(&self, local: Result<(), EngineError>, iteration: usize) -> Result<(), EngineError> {
+        agree(self.comm, local, self.stop, iteration)
+    }
+
+    /// Run iterations from `first` until a stop rule fires; a checkpoint
+    /// goes to `hooks` every `checkpoint_every` iterations.
+    fn iterate(&mut self, first: usize, hooks: &mut Hooks<'_>) -> Result<StopReason, EngineError> {
+        for iteration in first.. {
             for w in &mut self.workers {
                 w.ws.set_iteration(iteration + 1);
             }
@@ -211,11 +220,105 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             self.backward(iteration, states)?;
             let lb = self.lower_bound(iteration)?;
             self.sample_memory();
-            if let Some(stop) = self.close_iteration(iteration, lb, on_iteration)? {
+            let stop = self.close_iteration(iteration, lb, &mut *hooks.on_iteration)?;
+            self.commit();
+            if let Some(stop) = stop {
                 return Ok(stop);
+            }
+            let done = iteration + 1;
+            if self
+                .opts
+                .checkpoint_every
+                .is_some_and(|n| done % n.max(1) == 0)
+            {
+                let report = self.report(StopReason::InProgress)?;
+                if self.comm.rank() == 0 {
+                    (hooks.on_checkpoint)(&report);
+                }
             }
         }
         unreachable!("the iteration limit stops the loop")
+    }
+
+    /// Remember the state at the end of a completed iteration.
+    fn commit(&mut self) {
+        let mut bases = Vec::new();
+        for w in &self.workers {
+            for (gi, stages) in w.bases.iter().enumerate() {
+                for (t, e) in stages.iter().enumerate() {
+                    if !e.is_empty() {
+                        bases.push(((w.first_group + gi) as u32, t as u32, e.clone()));
+                    }
+                }
+            }
+        }
+        self.committed = (bases, self.lb_basis.clone(), self.slack);
+    }
+
+    /// Put a checkpoint's state in place (collective: the pool and trial
+    /// points are published again). Returns the iteration to go on from.
+    fn restore(&mut self, state: State) -> Result<usize, EngineError> {
+        let lanes = self.pool.lanes();
+        let bad = |what: String| {
+            EngineError::Checkpoint(crate::checkpoint::CheckpointError::Corrupt {
+                path: "the checkpoint".into(),
+                what,
+            })
+        };
+        if state.cuts.len() != lanes.max(1) && !(lanes == 0 && state.cuts.is_empty()) {
+            return Err(bad(format!(
+                "{} cut lanes for {lanes} stages",
+                state.cuts.len()
+            )));
+        }
+        let m = self.opts.forward_passes;
+        let per = state.iterations * m;
+        let mine = |n: usize| -> Vec<usize> {
+            let mut c = vec![0; self.comm.size()];
+            c[0] = n;
+            c
+        };
+        let root = self.comm.rank() == 0;
+        for (c, records) in state.cuts.iter().enumerate().take(lanes) {
+            if records.len() != per * self.pool.stride() {
+                return Err(bad(format!("lane {c} holds {} values", records.len())));
+            }
+            let data: &[f64] = if root { records } else { &[] };
+            self.pool.append_cuts(self.comm, c, &mine(per), data)?;
+        }
+        let want = per * lanes * self.case.hydros.len();
+        if state.states.len() != want {
+            return Err(bad(format!(
+                "{} trial-point values, not {want}",
+                state.states.len()
+            )));
+        }
+        let data: &[f64] = if root { &state.states } else { &[] };
+        self.pool.append_states(self.comm, &mine(per), data)?;
+        let (pool, selector) = (&self.pool, &mut self.selector);
+        self.threads.install(|| {
+            selector.add_states(pool, 0..pool.states());
+            if per > 0 {
+                for c in 0..lanes {
+                    selector.add_cuts(pool, c, per - m..per);
+                }
+            }
+        });
+        for (g, t, entry) in state.bases {
+            let (g, t) = (g as usize, t as usize);
+            for w in &mut self.workers {
+                let local = g.wrapping_sub(w.first_group);
+                if local < w.bases.len() && t < self.case.stages {
+                    w.bases[local][t] = entry.clone();
+                }
+            }
+        }
+        self.lb_basis = state.lb_basis;
+        self.slack = if root { state.slack } else { 0.0 };
+        self.elapsed_before = state.rows.last().map_or(0.0, |r| r.elapsed_secs);
+        self.rows = state.rows;
+        self.commit();
+        Ok(state.iterations)
     }
 }
 
@@ -244,20 +347,33 @@ fn build_tree<C: EngineComm>(
     Ok((tree, off))
 }
 
-/// Train (see [`crate::engine::train`]).
+/// Train (see [`crate::engine::train_with`]).
 pub(crate) fn run<C: EngineComm>(
     comm: &C,
     case: &Case,
     opts: &TrainOptions,
-    mut on_iteration: impl FnMut(&IterationRow),
+    mut hooks: Hooks<'_>,
 ) -> Result<TrainReport, TrainFailure> {
-    let mut trainer = Trainer::setup(comm, case, opts)?;
-    match trainer.iterate(&mut on_iteration) {
+    let mut trainer = Trainer::setup(comm, case, opts, hooks.stop)?;
+    let first = match hooks.resume.take() {
+        Some(state) => trainer.restore(state)?,
+        None => 0,
+    };
+    match trainer.iterate(first, &mut hooks) {
         Ok(stop) => Ok(trainer.report(stop)?),
-        Err(error @ (EngineError::Solve(_) | EngineError::PeerFailed { .. })) => {
-            // Every rank agreed on the failure, so they can still agree on
-            // what was done before it.
-            let partial = trainer.report(StopReason::SolverFailure).ok().map(Box::new);
+        Err(
+            error @ (EngineError::Solve(_)
+            | EngineError::PeerFailed { .. }
+            | EngineError::Interrupted { .. }),
+        ) => {
+            // Every rank agreed on the failure (or the stop), so they can
+            // still agree on what was done before it.
+            let why = if matches!(error, EngineError::Interrupted { .. }) {
+                StopReason::Interrupted
+            } else {
+                StopReason::SolverFailure
+            };
+            let partial = trainer.report(why).ok().map(Box::new);
             Err(TrainFailure { error, partial })
         }
         Err(error) => Err(TrainFailure {

@@ -111,7 +111,9 @@ impl<C: EngineComm> Trainer<'_, C> {
                     .collect()
             })
             .collect();
+        let checkpoint = self.checkpoint_bytes()?;
         Ok(TrainReport {
+            checkpoint,
             rows: self.rows.clone(),
             stop,
             phases: self.phases,
@@ -125,6 +127,59 @@ impl<C: EngineComm> Trainer<'_, C> {
             work,
             options: self.opts.clone(),
         })
+    }
+
+    /// Collective: the checkpoint of the completed iterations, on rank 0
+    /// (every rank's committed bases gathered there).
+    fn checkpoint_bytes(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        let (bases, lb_basis, slack) = &self.committed;
+        let mine: Vec<u8> = bases
+            .iter()
+            .flat_map(|(g, t, e)| crate::checkpoint::encode_entry(*g, *t, e))
+            .collect();
+        let ranks = self.comm.size();
+        let mut lens = vec![0u64; ranks];
+        let ones = vec![1usize; ranks];
+        self.comm.allgatherv(
+            &[mine.len() as u64],
+            &mut lens,
+            &ones,
+            &cobre_comm::prefix_displs(&ones),
+        )?;
+        let counts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
+        let mut all = vec![0u8; counts.iter().sum()];
+        self.comm.allgatherv(
+            &mine,
+            &mut all,
+            &counts,
+            &cobre_comm::prefix_displs(&counts),
+        )?;
+        let mut slacks = [0.0];
+        self.comm.allreduce(&[*slack], &mut slacks, ReduceOp::Sum)?;
+        if self.comm.rank() != 0 {
+            return Ok(None);
+        }
+        let bases = crate::checkpoint::decode_entries(&all)
+            .map_err(|e| EngineError::Options(format!("gathering bases: {e}")))?;
+        let done = self.rows.len();
+        let per = done * self.opts.forward_passes;
+        let stride = self.pool.stride();
+        let cuts = (0..self.pool.lanes())
+            .map(|c| self.pool.cut_records(c)[..per * stride].to_vec())
+            .collect();
+        let width = self.pool.lanes() * self.case.hydros.len();
+        let state = crate::checkpoint::State {
+            iterations: done,
+            rows: self.rows.clone(),
+            cuts,
+            states: self.pool.state_values()[..per * width].to_vec(),
+            bases,
+            lb_basis: lb_basis.clone(),
+            slack: slacks[0],
+        };
+        Ok(Some(crate::checkpoint::encode(
+            self.case, self.opts, &state,
+        )))
     }
 
     /// Collective: workspace counters summed over threads and ranks.

@@ -1,0 +1,68 @@
+//! Helpers shared by the benchmarks: the launcher next to the bench binary,
+//! generated cases, and training runs read back from `summary.json`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cobre_shm_sddp::generate::{generate, GenerateSpec};
+use cobre_shm_sddp::Case;
+
+/// The `cobre-shm` binary built next to this benchmark.
+pub fn launcher() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench binary");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("cobre-shm"))
+        .filter(|p| p.exists())
+        .expect("build the launcher first: cargo build --release")
+}
+
+/// Write the generated case of `spec` into `dir`; its path and the case.
+pub fn write_case(dir: &Path, spec: &GenerateSpec) -> (PathBuf, Case) {
+    let text = serde_json::to_string(&generate(spec)).expect("serialise");
+    let path = dir.join(format!(
+        "h{}_t{}_o{}_j{}_s{}.json",
+        spec.hydros, spec.stages, spec.openings, spec.thermals, spec.seed
+    ));
+    std::fs::write(&path, &text).expect("write case");
+    (path, Case::parse(&text, "generated", "g").expect("valid"))
+}
+
+/// Train `case` with `bin` on `ranks` × `threads` into `out`; the summary.
+pub fn train_summary(
+    bin: &Path,
+    case: &Path,
+    out: &Path,
+    ranks: usize,
+    threads: usize,
+    extra: &[&str],
+) -> serde_json::Value {
+    let o = Command::new(bin)
+        .args([
+            "-p",
+            &ranks.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "train",
+        ])
+        .arg(case)
+        .args(extra)
+        .args(["--quiet", "--output"])
+        .arg(out)
+        .output()
+        .expect("run cobre-shm");
+    assert!(
+        o.status.success(),
+        "{} {extra:?}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary"))
+        .expect("summary.json is JSON")
+}
+
+/// Bytes as megabytes.
+pub fn mb(b: f64) -> f64 {
+    b / 1e6
+}

@@ -1,0 +1,237 @@
+//! Writing a set of files so that readers see the old set or the new one,
+//! never a mix: the files go into a staging directory next to the target
+//! (each written and flushed to disk), which then replaces the target in one
+//! atomic `renameat2(RENAME_EXCHANGE)`. A crash or a full disk midway leaves
+//! the previous results untouched and at most a stale `.staging-*` sibling,
+//! removed by the next write.
+//!
+//! Also: where outputs may go (checked before any work starts) and a safe
+//! directory name derived from a case name.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+
+/// Why outputs could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A file-system call failed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The target cannot be written.
+    #[error(
+        "{path} cannot be written ({reason}); choose another --output or fix its permissions \
+         (nothing was run)"
+    )]
+    NotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PublishError + 'a {
+    move |source| PublishError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A directory name made of `name`'s letters, digits, `.`, `_` and `-`
+/// (anything else becomes `_`), never empty, never starting with `.`, at most
+/// 100 bytes — so a case named `/tmp/x` or `../../x` stays inside `output/`.
+#[must_use]
+pub fn safe_dir_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.starts_with('.') {
+        s.remove(0);
+    }
+    s.truncate(100);
+    if s.is_empty() {
+        "case".to_string()
+    } else {
+        s
+    }
+}
+
+/// The staging sibling of `dir` for this process.
+fn staging(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!(".{name}.staging-{}", std::process::id()))
+}
+
+fn parent(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Check, before any work, that results can be published at `dir`: its
+/// parent can be created and written, and an existing `dir` is a writable
+/// directory.
+///
+/// # Errors
+/// [`PublishError::NotWritable`] saying why.
+pub fn check_writable(dir: &Path) -> Result<(), PublishError> {
+    let not = |reason: String| PublishError::NotWritable {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let parent = parent(dir);
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| not(format!("cannot create {}: {e}", parent.display())))?;
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(not("it exists and is not a directory".into()));
+        }
+        if std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly()) {
+            return Err(not("it is read-only".into()));
+        }
+    }
+    // A real write, in the place the staging directory will go: catches
+    // read-only file systems and permissions alike, even for root.
+    let probe = staging(dir).with_extension("probe");
+    let result = std::fs::create_dir(&probe)
+        .and_then(|()| File::create(probe.join("probe")).map(drop))
+        .map_err(|e| not(format!("{e} (in {})", parent.display())));
+    let _ = std::fs::remove_dir_all(&probe);
+    result
+}
+
+/// Write `files` (name, contents) as the new contents of `dir`, atomically.
+///
+/// # Errors
+/// [`PublishError`] naming the path; `dir` then holds what it held before.
+pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PublishError> {
+    let parent = parent(dir);
+    std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+    remove_stale_staging(dir);
+    let stage = staging(dir);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir(&stage).map_err(io("create", &stage))?;
+    let result = fill(&stage, files).and_then(|()| swap_in(&stage, dir, &parent));
+    let _ = std::fs::remove_dir_all(&stage);
+    result
+}
+
+fn fill(stage: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PublishError> {
+    for (name, bytes) in files {
+        let path = stage.join(name);
+        let mut f = File::create(&path).map_err(io("create", &path))?;
+        f.write_all(bytes).map_err(io("write", &path))?;
+        f.sync_all().map_err(io("flush", &path))?;
+    }
+    File::open(stage)
+        .and_then(|d| d.sync_all())
+        .map_err(io("flush", stage))
+}
+
+/// Put `stage` at `dir`: exchange them when `dir` exists (the old contents
+/// end up in `stage`, removed by the caller), rename otherwise.
+fn swap_in(stage: &Path, dir: &Path, parent: &Path) -> Result<(), PublishError> {
+    let exchanged = dir.exists()
+        && renameat2(AT_FDCWD, stage, AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE).is_ok();
+    if !exchanged {
+        if dir.exists() {
+            // A file system without RENAME_EXCHANGE: two renames, the old
+            // results kept until the new ones are in place.
+            let old = dir.with_file_name(format!(
+                ".{}.old-{}",
+                dir.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                std::process::id()
+            ));
+            std::fs::rename(dir, &old).map_err(io("move aside", dir))?;
+            if let Err(e) = std::fs::rename(stage, dir) {
+                let _ = std::fs::rename(&old, dir);
+                return Err(io("publish", dir)(e));
+            }
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(stage, dir).map_err(io("publish", dir))?;
+        }
+    }
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io("flush", parent))
+}
+
+/// Remove staging directories of `dir` left by processes that are gone.
+fn remove_stale_staging(dir: &Path) {
+    let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.staging-");
+    let Ok(entries) = std::fs::read_dir(parent(dir)) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_inside_the_output_directory() {
+        assert_eq!(safe_dir_name("/tmp/x"), "_tmp_x");
+        assert_eq!(safe_dir_name("../../x"), "_.._x");
+        assert_eq!(safe_dir_name(".."), "case");
+        assert_eq!(safe_dir_name(""), "case");
+        assert_eq!(safe_dir_name("hydro é"), "hydro__");
+        assert_eq!(safe_dir_name(&"a".repeat(300)).len(), 100);
+    }
+
+    #[test]
+    fn a_new_set_replaces_the_old_one_whole() {
+        let root = std::env::temp_dir().join(format!("cobre-publish-{}", std::process::id()));
+        let dir = root.join("out");
+        write_dir(&dir, &[("a", b"1".to_vec()), ("b", b"1".to_vec())]).expect("first");
+        write_dir(&dir, &[("a", b"2".to_vec())]).expect("second");
+        assert_eq!(std::fs::read(dir.join("a")).expect("a"), b"2");
+        assert!(!dir.join("b").exists(), "no file of the old set survives");
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .expect("root")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "no staging left: {left:?}");
+        check_writable(&dir).expect("writable");
+        let _ = std::fs::remove_dir_all(root);
+    }
+}

@@ -1,0 +1,840 @@
+//! Nothing lost, nobody in: another local user cannot squat, plant or read
+//! a job's segments; a full `/dev/shm` is an error, never a SIGBUS; absurd
+//! numbers are refused before anything is allocated; outputs stay inside
+//! `output/`, are published atomically and checked before training; a
+//! stopped rank is named, a busy one is not killed; a sent SIGSEGV ends the
+//! job as a crash; what a rank started dies with it; error lines stay whole;
+//! a rank without its job's name is refused; studies checkpoint and resume
+//! bit-identically, also after SIGTERM.
+//!
+//! Tests that need root (another user, a private tmpfs, a read-only mount)
+//! print a NOTICE and return when they cannot run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cobre_comm::{Communicator, SharedMemoryProvider};
+use common::{launcher_bin, send_signal};
+use nix::sys::signal::Signal;
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cobre-shm-rel-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `sh -c script` as the unprivileged user `nobody`, when possible.
+fn as_nobody(script: &str) -> Option<Output> {
+    if !is_root() {
+        println!("NOTICE: not root: cannot act as another user; skipped");
+        return None;
+    }
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .map_err(|e| println!("NOTICE: setpriv unavailable ({e}); skipped"))
+        .ok()
+}
+
+/// Run `script` (with `$L` the launcher) in a private mount namespace whose
+/// `/dev/shm` is a fresh tmpfs of `size`, when possible.
+fn in_small_shm(size: &str, script: &str) -> Option<Output> {
+    if !is_root() {
+        println!("NOTICE: not root: cannot mount a private tmpfs; skipped");
+        return None;
+    }
+    let full =
+        format!("exec 2>&1\nmount -t tmpfs -o size={size} tmpfs /dev/shm || exit 97\n{script}");
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &full])
+        .env("L", launcher_bin())
+        .env("T", std::env::current_exe().expect("test binary"))
+        .output()
+        .ok()?;
+    if o.status.code() == Some(97) || !o.status.success() && text(&o).contains("unshare failed") {
+        println!(
+            "NOTICE: cannot mount a private tmpfs here ({}); skipped",
+            text(&o)
+        );
+        return None;
+    }
+    Some(o)
+}
+
+/// Rank behaviours started through the launcher (`-- <this binary>`).
+#[test]
+#[ignore = "rank process entry point; run through the other tests"]
+fn rank_entry() {
+    let Ok(case) = std::env::var("COBRE_TEST_CASE") else {
+        return;
+    };
+    let comm = match cobre_shm::create_communicator() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("NOCOMM {e}");
+            std::process::exit(5);
+        }
+    };
+    let r = comm.rank();
+    match case.as_str() {
+        "stop_me" => {
+            // The test stops rank 1 (SIGSTOP from outside) while it sleeps.
+            comm.barrier().expect("barrier");
+            println!("READY rank={r} pid={}", std::process::id());
+            if r == 1 {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            let e = comm.barrier().expect_err("rank 1 is stopped");
+            println!("FAILED {e}");
+            std::process::exit(1);
+        }
+        "busy_rank0" => {
+            comm.barrier().expect("barrier");
+            if r == 0 {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            comm.barrier().expect("a busy peer is waited for");
+        }
+        "fill_shm" => {
+            // 1 MiB regions until /dev/shm is full: an error, never a SIGBUS.
+            let mut held = Vec::new();
+            for _ in 0..64 {
+                match comm.create_shared_region::<u8>(1 << 20) {
+                    Ok(region) => held.push(region),
+                    Err(e) => {
+                        println!("FULL after {} regions: {e}", held.len());
+                        std::process::exit(0);
+                    }
+                }
+            }
+            println!("NEVER FULL");
+        }
+        "region_2m" => {
+            let region = comm.create_shared_region::<u8>(2 << 20);
+            comm.barrier().expect("barrier");
+            match region {
+                Ok(_) => println!("REGION ok"),
+                Err(e) => {
+                    println!("REGION failed: {e}");
+                    std::process::exit(4);
+                }
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn launch(args: &[&str], case: &str, env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = Command::new(launcher_bin());
+    cmd.args(args)
+        .arg("--")
+        .arg(exe)
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", case)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run cobre-shm")
+}
+
+// ---- Security
+
+#[test]
+fn job_names_are_unpredictable() {
+    let names: Vec<String> = (0..2)
+        .map(|_| {
+            let o = Command::new(launcher_bin())
+                .args(["-p", "1", "--", "sh", "-c", "echo $COBRE_SHM_NAME"])
+                .output()
+                .expect("run");
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+        .collect();
+    for n in &names {
+        let random = n.rsplit('.').next().unwrap_or("");
+        assert!(
+            n.starts_with("/cobre-shm.")
+                && random.len() == 32
+                && random.chars().all(|c| c.is_ascii_hexdigit()),
+            "{n}"
+        );
+    }
+    assert_ne!(names[0], names[1]);
+}
+
+#[test]
+fn another_user_cannot_plant_or_read_segments() {
+    let name = common::unique_name("planted");
+    let plant = format!("umask 0; printf x > /dev/shm{name}");
+    let Some(o) = as_nobody(&plant) else { return };
+    assert!(o.status.success(), "{}", text(&o));
+    // A follower started by hand refuses the planted segment at once.
+    let t = Instant::now();
+    let o = Command::new(std::env::current_exe().expect("exe"))
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", "stop_me")
+        .env("COBRE_SHM_NAME", &name)
+        .env("COBRE_SHM_RANK", "1")
+        .env("COBRE_SHM_SIZE", "2")
+        .output()
+        .expect("run rank");
+    let out = text(&o);
+    assert!(out.contains("belongs to user 65534"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Rank 0 cannot create it either, and says whose it is.
+    let o = Command::new(std::env::current_exe().expect("exe"))
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", "stop_me")
+        .env("COBRE_SHM_NAME", &name)
+        .env("COBRE_SHM_RANK", "0")
+        .env("COBRE_SHM_SIZE", "2")
+        .output()
+        .expect("run rank");
+    let out = text(&o);
+    assert!(
+        out.contains("already exists") && out.contains("65534"),
+        "{out}"
+    );
+    // Left untouched.
+    assert_eq!(
+        std::fs::read(format!("/dev/shm{name}")).expect("still there"),
+        b"x"
+    );
+    let _ = std::fs::remove_file(format!("/dev/shm{name}"));
+    // The job's own segments cannot be read by that user.
+    let mut job = Command::new(launcher_bin())
+        .args(["-p", "1", "--", "sh", "-c", "echo $COBRE_SHM_NAME; sleep 2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut first = String::new();
+    let mut out = job.stdout.take().expect("stdout");
+    let mut byte = [0u8; 1];
+    while std::io::Read::read(&mut out, &mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        first.push(byte[0] as char);
+    }
+    let o = as_nobody(&format!("cat /dev/shm{first}")).expect("as nobody");
+    assert!(
+        !o.status.success(),
+        "another user read {first}: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("Permission denied"), "{}", text(&o));
+    let _ = job.wait();
+}
+
+// ---- Resources
+
+#[test]
+fn a_full_dev_shm_is_an_error_never_a_sigbus() {
+    let script = r#"
+set -u
+echo "== control"; "$L" -p 2 -- true; echo "exit=$?"
+echo "== regions"; COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=fill_shm "$L" -p 2 -- "$T" rank_entry --exact --ignored --nocapture -q; echo "exit=$?"
+echo "== race"
+COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=region_2m "$L" -p 2 -- "$T" rank_entry --exact --ignored --nocapture -q > /tmp/race1.$$ 2>&1 &
+COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=region_2m "$L" -p 2 -- "$T" rank_entry --exact --ignored --nocapture -q > /tmp/race2.$$ 2>&1 &
+wait; cat /tmp/race1.$$ /tmp/race2.$$; rm -f /tmp/race1.$$ /tmp/race2.$$
+echo "== headerless"
+umask 077
+: > /dev/shm/cobre-shm.999999999.deadbeefdeadbeefdeadbeefdeadbeef
+touch -d '1 hour ago' /dev/shm/cobre-shm.999999999.deadbeefdeadbeefdeadbeefdeadbeef
+: > /dev/shm/cobre-shm.999999998.young
+"$L" clean; echo "== listing"; ls /dev/shm; rm -f /dev/shm/cobre-shm.999999998.young
+echo "== left"; ls /dev/shm | wc -l
+"#;
+    let Some(o) = in_small_shm("3m", script) else {
+        return;
+    };
+    let out = text(&o);
+    // The lines after "== name", up to the next "== " header.
+    let section = |name: &str| -> &str {
+        let start = out
+            .find(&format!("== {name}\n"))
+            .map_or(out.len(), |i| i + name.len() + 4);
+        let rest = &out[start..];
+        &rest[..rest.find("== ").unwrap_or(rest.len())]
+    };
+    let control = section("control");
+    assert!(
+        control.contains("exit=2") && control.contains("/dev/shm has no room"),
+        "{out}"
+    );
+    let regions = section("regions");
+    assert!(
+        regions.contains("FULL after") && regions.contains("/dev/shm"),
+        "{out}"
+    );
+    assert!(!out.contains("SIGBUS"), "{out}");
+    // Racing for the same room, each job either gets its region or fails
+    // saying /dev/shm is full — never a SIGBUS.
+    let race = section("race");
+    let (ok, full) = (
+        race.matches("REGION ok").count(),
+        race.matches("REGION failed").count(),
+    );
+    assert_eq!(ok + full, 4, "every rank of both jobs reports: {out}");
+    assert!(race.matches("does not have room").count() >= full, "{out}");
+    assert!(!race.contains("SIGBUS") && !race.contains("NEVER"), "{out}");
+    let headerless = section("headerless");
+    assert!(
+        headerless.contains("deadbeefdeadbeefdeadbeefdeadbeef")
+            && headerless.contains("stale: removed"),
+        "{out}"
+    );
+    let listing = section("listing");
+    assert!(
+        !listing.contains("deadbeef"),
+        "dead header-less segment kept: {out}"
+    );
+    assert!(
+        listing.contains("999999998.young"),
+        "young one removed: {out}"
+    );
+    assert!(section("left").trim().starts_with('0'), "{out}");
+}
+
+// ---- Numbers
+
+#[test]
+fn absurd_numbers_are_refused_before_anything_is_allocated() {
+    let dir = workdir("numbers");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [3, 4, 3, 2, 1]);
+    let c = case.to_string_lossy().to_string();
+    let out = dir.join("out").to_string_lossy().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "train",
+                &c,
+                "--iterations",
+                "9223372036854775808",
+                "--output",
+                &out,
+            ],
+            "iterations",
+        ),
+        (
+            vec![
+                "train",
+                &c,
+                "--forward-passes",
+                "1000000000000",
+                "--output",
+                &out,
+            ],
+            "forward",
+        ),
+        (vec!["-p", "18446744073709551615", "--dry-run"], "at most"),
+        (vec!["-p", "1000000000", "--dry-run"], "at most"),
+        (vec!["--timeout", "1e300", "train", &c], "--timeout"),
+        (
+            vec!["--threads", "100000", "train", &c, "--output", &out],
+            "worker threads",
+        ),
+        (vec!["generate", "--hydros", "100000000"], "too large"),
+        (vec!["train", &c, "--time-limit", "1e300"], "--time-limit"),
+    ];
+    for (args, needle) in cases {
+        let t = Instant::now();
+        let o = Command::new(launcher_bin())
+            .args(&args)
+            .output()
+            .expect("run");
+        let err = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in {err}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    // A case whose generated tree would not fit.
+    let text_case = std::fs::read_to_string(&case).expect("case");
+    let huge = text_case.replacen("\"openings\": 3", "\"openings\": 100000000", 1);
+    assert_ne!(huge, text_case);
+    let bad = dir.join("huge.json");
+    std::fs::write(&bad, huge).expect("write");
+    let o = Command::new(launcher_bin())
+        .args(["train"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("inflow_model.openings"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---- Outputs
+
+#[test]
+fn outputs_stay_inside_output_and_are_checked_first() {
+    let dir = workdir("outputs");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [2, 3, 2, 1, 1]);
+    let evil = std::fs::read_to_string(&case).expect("case").replacen(
+        "\"name\": \"synthetic",
+        "\"name\": \"../../escaped/x",
+        1,
+    );
+    std::fs::write(&case, evil).expect("write");
+    let o = Command::new(launcher_bin())
+        .current_dir(&dir)
+        .args([
+            "-q",
+            "train",
+            "case.json",
+            "--iterations",
+            "2",
+            "--forward-passes",
+            "2",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", text(&o));
+    let made: Vec<String> = std::fs::read_dir(dir.join("output"))
+        .expect("output/")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].starts_with("_.._escaped_x"), "{made:?}");
+    assert!(!dir.parent().expect("parent").join("escaped").exists());
+    assert!(dir
+        .join("output")
+        .join(&made[0])
+        .join("checkpoint.bin")
+        .exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    // A read-only output directory is refused before training.
+    if !is_root() {
+        println!("NOTICE: not root: cannot mount read-only; skipped the read-only check");
+        return;
+    }
+    let script = r#"mkdir -p /tmp/ro.$$ && mount -t tmpfs -o ro,size=1m tmpfs /tmp/ro.$$ || exit 97
+"$L" generate --output /tmp/case.$$.json >/dev/null
+start=$(date +%s%N); "$L" train /tmp/case.$$.json --output /tmp/ro.$$/out; echo "exit=$?"; end=$(date +%s%N)
+echo "ms=$(( (end - start) / 1000000 ))"; umount /tmp/ro.$$; rm -rf /tmp/ro.$$ /tmp/case.$$.json"#;
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("L", launcher_bin())
+        .output()
+        .expect("unshare");
+    let out = text(&o);
+    if o.status.code() == Some(97) {
+        println!("NOTICE: cannot mount here: {out}; skipped");
+        return;
+    }
+    assert!(
+        out.contains("exit=2") && out.contains("cannot be written"),
+        "{out}"
+    );
+    let ms: u64 = out
+        .split("ms=")
+        .nth(1)
+        .and_then(|s| s.lines().next()?.trim().parse().ok())
+        .expect("timing");
+    assert!(ms < 3000, "refused only after {ms} ms: {out}");
+}
+
+// ---- Liveness
+
+#[test]
+fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
+    let t = Instant::now();
+    let exe = std::env::current_exe().expect("test binary");
+    let mut job = Command::new(launcher_bin())
+        .args(["-p", "2", "--"])
+        .arg(exe)
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", "stop_me")
+        .env("COBRE_SHM_STOPPED_SECS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stdout = job.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let rank1 = loop {
+        let l = lines.next().expect("rank 1 reports").expect("line");
+        if let Some(p) = l.strip_prefix("READY rank=1 pid=") {
+            break p.trim().parse::<u32>().expect("pid");
+        }
+    };
+    send_signal(rank1, Signal::SIGSTOP).expect("stop rank 1");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let o = job.wait_with_output().expect("wait");
+    let o = Output {
+        stdout: (rest.join("\n") + "\n").into_bytes(),
+        ..o
+    };
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("rank 1") && out.contains("has been stopped"),
+        "{out}"
+    );
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("cobre-shm:"))
+        .unwrap_or("");
+    assert!(
+        last.contains("rank 1 (pid") && last.contains("stopped"),
+        "the launcher names rank 1: {out}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    // No fixed deadline after attach: a 3 s single-rank phase is fine...
+    let o = launch(
+        &["-p", "2"],
+        "busy_rank0",
+        &[("COBRE_SHM_ATTACH_TIMEOUT_SECS", "1")],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // ...unless the user asks for a hard bound.
+    let o = launch(&["-p", "2", "--timeout", "1"], "busy_rank0", &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("timed out"), "{}", text(&o));
+}
+
+/// Pids of the children of `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn one_sigsegv_ends_the_job_as_a_crash() {
+    let dir = workdir("segv");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [4, 6, 3, 2, 1]);
+    let mut job = Command::new(launcher_bin())
+        .args(["-p", "2", "-q", "train"])
+        .arg(&case)
+        .args([
+            "--iterations",
+            "100000",
+            "--checkpoint-every",
+            "0",
+            "--output",
+        ])
+        .arg(dir.join("out"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ranks = loop {
+        let c = children(job.id());
+        if c.len() == 2 || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ranks.len(), 2, "two ranks");
+    std::thread::sleep(Duration::from_millis(500));
+    send_signal(ranks[1], Signal::SIGSEGV).expect("signal");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the job did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut job.stderr.take().expect("stderr"), &mut err);
+    assert_eq!(status.code(), Some(139), "{err}");
+    assert!(err.contains("SIGSEGV") && err.contains("rank 1"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn what_a_rank_started_dies_with_the_job() {
+    let marker = format!("25.{}", std::process::id() % 1000);
+    let script = format!(
+        "sleep {marker} & sleep {marker} & if [ $COBRE_SHM_RANK = 2 ]; then sleep 0.3; exit 3; fi; wait"
+    );
+    let o = Command::new(launcher_bin())
+        .args(["-p", "3", "--", "sh", "-c", &script])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let left = || {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let t = Instant::now();
+    while left() > 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(left(), 0, "processes started by the ranks outlived the job");
+    // Also when every rank succeeds but leaves something behind.
+    let o = Command::new(launcher_bin())
+        .args([
+            "-p",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep {marker} & exit 0"),
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(left(), 0, "a background process outlived a successful job");
+}
+
+#[test]
+fn error_lines_of_many_ranks_stay_whole() {
+    let dir = workdir("lines");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [8, 4, 2, 1, 1]);
+    let o = Command::new(launcher_bin())
+        .args(["-p", "4", "train"])
+        .arg(&case)
+        .args([
+            "--iterations",
+            "3",
+            "--forward-passes",
+            "8",
+            "--inject-solver-fault",
+            "stage=2,iteration=1,rungs=9",
+            "--output",
+        ])
+        .arg(dir.join("out"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let failures: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("training failed"))
+        .collect();
+    assert!(failures.len() >= 2, "{err}");
+    for l in err.lines().filter(|l| !l.trim().is_empty()) {
+        let tags = l.matches("cobre-shm:").count() + l.matches(" INFO ").count();
+        assert_eq!(tags, 1, "a torn line: {l:?}\n{err}");
+        assert!(l.starts_with("cobre-shm:") || l.contains(" INFO "), "{l:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_rank_without_its_job_name_is_refused() {
+    let o = Command::new(std::env::current_exe().expect("exe"))
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", "stop_me")
+        .env("COBRE_SHM_NAME", "")
+        .env("COBRE_SHM_SIZE", "2")
+        .env("COBRE_SHM_RANK", "1")
+        .env_remove("COBRE_COMM_BACKEND")
+        .output()
+        .expect("run");
+    let out = text(&o);
+    assert!(
+        out.contains("NOCOMM") && out.contains("COBRE_SHM_NAME"),
+        "{out}"
+    );
+}
+
+// ---- Checkpoint and resume
+
+fn train(dir: &Path, case: &Path, layout: &[&str], out: &str, extra: &[&str]) -> Output {
+    Command::new(launcher_bin())
+        .args(layout)
+        .args(["-q", "train"])
+        .arg(case)
+        .args(["--forward-passes", "8", "--output"])
+        .arg(dir.join(out))
+        .args(extra)
+        .args(if extra.contains(&"--seed") {
+            vec![]
+        } else {
+            vec!["--seed", "3"]
+        })
+        .output()
+        .expect("run")
+}
+
+fn results(dir: &Path, out: &str) -> (String, String) {
+    (
+        common::csv_without_clock(&dir.join(out)),
+        std::fs::read_to_string(dir.join(out).join("policy.json")).expect("policy"),
+    )
+}
+
+#[test]
+fn a_resumed_study_is_bit_identical_to_an_uninterrupted_one() {
+    let dir = workdir("resume");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [4, 6, 3, 2, 7]);
+    let o = train(&dir, &case, &["-p", "1"], "full", &["--iterations", "6"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = train(&dir, &case, &["-p", "2"], "part", &["--iterations", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let part = dir.join("part").to_string_lossy().to_string();
+    let o = train(
+        &dir,
+        &case,
+        &["-p", "1", "--threads", "2"],
+        "resumed",
+        &["--iterations", "6", "--resume", &part],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        results(&dir, "full") == results(&dir, "resumed"),
+        "resumed run differs"
+    );
+    // Another seed, another case, or nothing left to do: refused, saying why.
+    let o = train(
+        &dir,
+        &case,
+        &["-p", "1"],
+        "x",
+        &["--iterations", "6", "--resume", &part, "--seed", "4"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("other training options"), "{}", text(&o));
+    let other = dir.join("other.json");
+    common::generate_case(&other, [4, 6, 3, 2, 8]);
+    let o = train(
+        &dir,
+        &other,
+        &["-p", "1"],
+        "x",
+        &["--iterations", "6", "--resume", &part],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("another case"), "{}", text(&o));
+    let o = train(
+        &dir,
+        &case,
+        &["-p", "1"],
+        "x",
+        &["--iterations", "3", "--resume", &part],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("already holds 3 iterations"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sigterm_writes_a_final_checkpoint_that_resumes_exactly() {
+    let dir = workdir("sigterm");
+    let case = dir.join("case.json");
+    common::generate_case(&case, [6, 8, 4, 2, 9]);
+    let o = train(
+        &dir,
+        &case,
+        &["-p", "1"],
+        "full",
+        &["--iterations", "40", "--checkpoint-every", "0"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut job = Command::new(launcher_bin())
+        .args(["-p", "2", "-q", "train"])
+        .arg(&case)
+        .args([
+            "--forward-passes",
+            "8",
+            "--seed",
+            "3",
+            "--iterations",
+            "40",
+            "--checkpoint-every",
+            "0",
+            "--output",
+        ])
+        .arg(dir.join("cut"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    std::thread::sleep(Duration::from_millis(800));
+    send_signal(job.id(), Signal::SIGTERM).expect("signal");
+    let status = job.wait().expect("wait");
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut job.stderr.take().expect("stderr"), &mut err);
+    if status.success() {
+        println!("NOTICE: the run finished before SIGTERM arrived; nothing to check");
+        return;
+    }
+    assert_eq!(status.code(), Some(143), "{err}");
+    let done = std::fs::read_to_string(dir.join("cut").join("convergence.csv"))
+        .expect("outputs written on SIGTERM")
+        .lines()
+        .count()
+        - 1;
+    assert!(dir.join("cut").join("checkpoint.bin").exists(), "{err}");
+    assert_eq!(
+        common::summary(&dir.join("cut"))["stop_reason"],
+        "interrupted"
+    );
+    let cut = dir.join("cut").to_string_lossy().to_string();
+    let o = train(
+        &dir,
+        &case,
+        &["-p", "1"],
+        "resumed",
+        &[
+            "--iterations",
+            "40",
+            "--checkpoint-every",
+            "0",
+            "--resume",
+            &cut,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        results(&dir, "full") == results(&dir, "resumed"),
+        "resumed after SIGTERM at {done} differs"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
