@@ -143,7 +143,7 @@ fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
     let nh = case.hydros.len();
     let lanes = case.stages - 1;
     let mut pool = CutPool::new(&comm, lanes, cuts.max(1), nh, false).expect("pool");
-    let mut selector = Selector::new(CutSelection::None, lanes);
+    let mut selector = Selector::new(CutSelection::None, lanes, 0, 1);
     // Cuts tangent to a convex quadratic: distinct, each binding somewhere.
     let records: Vec<f64> = (0..cuts)
         .flat_map(|k| {
@@ -154,7 +154,8 @@ fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
         })
         .collect();
     let slots = pool.append_cuts(&comm, 0, &[cuts], &records).expect("cuts");
-    selector.add_cuts(&pool, 0, slots);
+    let pending = selector.add_cuts(&pool, 0, slots);
+    selector.share(&comm, pending).expect("share");
     let src = Source {
         cache: &cache,
         pool: &pool,

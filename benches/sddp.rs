@@ -262,21 +262,14 @@ fn solve_rates(
     let cache = StageCache::build(&comm, case, false).expect("cache");
     let nh = case.hydros.len();
     let lanes = case.stages - 1;
-    let mut pool =
-        CutPool::new(&comm, lanes, report.policy[t].len().max(1), nh, false).expect("pool");
-    let mut selector = Selector::new(CutSelection::None, lanes);
-    let records: Vec<f64> = report.policy[t]
-        .iter()
-        .flat_map(|c| {
-            [c.intercept, c.iteration as f64, c.trajectory as f64]
-                .into_iter()
-                .chain(c.coefficients.iter().copied())
-        })
-        .collect();
+    let cuts = report.policy.len(t);
+    let mut pool = CutPool::new(&comm, lanes, cuts.max(1), nh, false).expect("pool");
+    let mut selector = Selector::new(CutSelection::None, lanes, 0, 1);
     let slots = pool
-        .append_cuts(&comm, t, &[report.policy[t].len()], &records)
+        .append_cuts(&comm, t, &[cuts], &report.policy.stages[t])
         .expect("cuts");
-    selector.add_cuts(&pool, t, slots);
+    let pending = selector.add_cuts(&pool, t, slots);
+    selector.share(&comm, pending).expect("share");
     let src = Source {
         cache: &cache,
         pool: &pool,
@@ -309,5 +302,5 @@ fn solve_rates(
     };
     let cold = rate(true);
     let warm = rate(false);
-    (warm, cold, report.policy[t].len())
+    (warm, cold, cuts)
 }

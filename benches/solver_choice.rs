@@ -59,8 +59,9 @@ fn main() {
     let shape = Shape::of(&case);
     let mut template = StageTemplate::empty();
     build_stage(&case, &shape, t, &mut template);
-    let cuts: Vec<Vec<f64>> = report.policy[t]
-        .iter()
+    let cuts: Vec<Vec<f64>> = report
+        .policy
+        .cuts(t)
         .map(|c| {
             std::iter::once(c.intercept)
                 .chain(c.coefficients.iter().copied())

@@ -14,6 +14,7 @@ use cobre_comm::{
     CommData, CommError, Communicator, LocalCommunicator, ReduceOp, SharedMemoryProvider,
     SharedRegion,
 };
+#[cfg(not(feature = "mpi"))]
 use cobre_shm::plain::MPI_ERR_TYPE;
 use cobre_shm::{create_communicator, BlockPublish, Comm};
 
@@ -130,6 +131,7 @@ fn expect_unsupported<C: Communicator, T: CommData>(c: &C, op: ReduceOp, caps: C
 
 /// Expect `res` to be the shm backend's refusal of a type that is not plain
 /// data, for `operation`, naming `what`.
+#[cfg(not(feature = "mpi"))]
 fn expect_refused<T: std::fmt::Debug>(res: Result<T, CommError>, operation: &str, what: &str) {
     match res {
         Err(CommError::CollectiveFailed {
@@ -148,6 +150,7 @@ fn expect_refused<T: std::fmt::Debug>(res: Result<T, CommError>, operation: &str
 }
 
 /// A plain-data record a program registers with `register_plain_data`.
+#[cfg(not(feature = "mpi"))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 struct Record {
@@ -764,6 +767,7 @@ fn run_case<C: BlockPublish>(c: &C, case: &str, caps: Caps) {
 
 /// A registered `Pod` struct crosses processes through every collective and
 /// a shared region.
+#[cfg(not(feature = "mpi"))]
 fn registered_pod_record<C: BlockPublish>(c: &C) {
     let (r, n) = (c.rank(), c.size());
     cobre_shm::register_plain_data::<Record>();

@@ -47,12 +47,16 @@ fn workdir(tag: &str) -> PathBuf {
     d
 }
 
-fn storage(dir: &Path) -> Vec<String> {
+/// `(name, storage)` of every shared region the run reports.
+fn storage(dir: &Path) -> Vec<(String, String)> {
     common::summary(dir)["shared_regions"]
         .as_array()
         .expect("regions")
         .iter()
-        .map(|r| r["storage"].as_str().unwrap_or("").to_string())
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (field("name"), field("storage"))
+        })
         .collect()
 }
 
@@ -109,10 +113,20 @@ fn shm_and_mpi_train_bit_identically() {
         std::fs::read(shm_out.join("policy.json")).expect("policy"),
     );
     assert!(a == b, "policy.json differs between MPI and shm");
-    assert_eq!(storage(&shm_out), ["posix_shm", "posix_shm"]);
-    assert_eq!(
-        storage(&mpi_out),
-        ["cobre_comm_heap_fallback", "cobre_comm_heap_fallback"]
+    // The same regions on both paths; one copy per node only under shm.
+    let (shm, mpi) = (storage(&shm_out), storage(&mpi_out));
+    let names = |v: &[(String, String)]| v.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&shm), names(&mpi));
+    for name in ["opening_tree", "stage_lp_cache", "cut_pool"] {
+        assert!(
+            names(&shm).iter().any(|n| n == name),
+            "{name} missing: {shm:?}"
+        );
+    }
+    assert!(shm.iter().all(|r| r.1 == "posix_shm"), "{shm:?}");
+    assert!(
+        mpi.iter().all(|r| r.1 == "cobre_comm_heap_fallback"),
+        "{mpi:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

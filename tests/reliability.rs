@@ -259,7 +259,7 @@ echo "== regions"; COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=fill_shm "$L" -
 echo "== race"
 COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=region_2m "$L" -p 2 -- "$T" rank_entry --exact --ignored --nocapture -q > /tmp/race1.$$ 2>&1 &
 COBRE_SHM_STAGING_BYTES=65536 COBRE_TEST_CASE=region_2m "$L" -p 2 -- "$T" rank_entry --exact --ignored --nocapture -q > /tmp/race2.$$ 2>&1 &
-wait; cat /tmp/race1.$$ /tmp/race2.$$; rm -f /tmp/race1.$$ /tmp/race2.$$
+wait; echo "-- job"; cat /tmp/race1.$$; echo "-- job"; cat /tmp/race2.$$; rm -f /tmp/race1.$$ /tmp/race2.$$
 echo "== headerless"
 umask 077
 : > /dev/shm/cobre-shm.999999999.deadbeefdeadbeefdeadbeefdeadbeef
@@ -293,13 +293,20 @@ echo "== left"; ls /dev/shm | wc -l
     assert!(!out.contains("SIGBUS"), "{out}");
     // Racing for the same room, each job either gets its region or fails
     // saying /dev/shm is full — never a SIGBUS.
+    // (Once one rank of a job exits with an error the launcher stops the
+    // other, so a failed job may report from one rank only.)
     let race = section("race");
-    let (ok, full) = (
-        race.matches("REGION ok").count(),
-        race.matches("REGION failed").count(),
-    );
-    assert_eq!(ok + full, 4, "every rank of both jobs reports: {out}");
-    assert!(race.matches("does not have room").count() >= full, "{out}");
+    for job in race.split("-- job").skip(1) {
+        let (ok, full) = (
+            job.matches("REGION ok").count(),
+            job.matches("REGION failed").count(),
+        );
+        assert!(
+            (ok == 2 && full == 0) || (ok == 0 && full >= 1),
+            "each job gets its region on both ranks or fails saying why: {out}"
+        );
+        assert!(job.matches("does not have room").count() >= full, "{out}");
+    }
     assert!(!race.contains("SIGBUS") && !race.contains("NEVER"), "{out}");
     let headerless = section("headerless");
     assert!(

@@ -141,11 +141,24 @@ impl Out {
     fn f64(&mut self, v: f64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn f64s(&mut self, v: &[f64]) {
+    /// `v` with its length, passed on to `w` as the buffer fills.
+    fn f64s_to(&mut self, v: &[f64], w: &mut dyn std::io::Write) -> std::io::Result<()> {
         self.u64(v.len() as u64);
-        for &x in v {
-            self.f64(x);
+        for chunk in v.chunks(CHUNK / 8) {
+            for &x in chunk {
+                self.f64(x);
+            }
+            self.drain(w, CHUNK)?;
         }
+        Ok(())
+    }
+    /// Pass the buffer on to `w` once it holds more than `above` bytes.
+    fn drain(&mut self, w: &mut dyn std::io::Write, above: usize) -> std::io::Result<()> {
+        if self.0.len() > above {
+            w.write_all(&self.0)?;
+            self.0.clear();
+        }
+        Ok(())
     }
     fn statuses(&mut self, v: &[BasisStatus]) {
         self.u64(v.len() as u64);
@@ -187,18 +200,68 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(u32, u32, Entry)>, String> {
     Ok(out)
 }
 
-/// Serialise `state` for `case` and `opts`.
-#[must_use]
-pub fn encode(case: &Case, opts: &TrainOptions, state: &State) -> Vec<u8> {
+/// A checkpoint to write, borrowing its parts from wherever they live.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// Completed iterations.
+    pub iterations: usize,
+    /// Their convergence rows.
+    pub rows: &'a [IterationRow],
+    /// Per lane, the cut records of the completed iterations.
+    pub cuts: &'a [&'a [f64]],
+    /// Their trial points.
+    pub states: &'a [f64],
+    /// `(group, stage, basis)` of every cached basis.
+    pub bases: &'a [(u32, u32, Entry)],
+    /// The lower bound's basis.
+    pub lb_basis: &'a Entry,
+    /// Penalised slack so far.
+    pub slack: f64,
+}
+
+/// What a checkpoint holds beyond a report's rows and policy (rank 0 copies
+/// it when a checkpoint is due; the cuts are the policy's).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Completed iterations.
+    pub iterations: usize,
+    /// Lanes of the pool (stages with a future cost).
+    pub lanes: usize,
+    /// Cuts per lane those iterations produced.
+    pub cuts_per_lane: usize,
+    /// Their trial points.
+    pub states: Vec<f64>,
+    /// `(group, stage, basis)` of every cached basis.
+    pub bases: Vec<(u32, u32, Entry)>,
+    /// The lower bound's basis.
+    pub lb_basis: Entry,
+    /// Penalised slack so far.
+    pub slack: f64,
+}
+
+/// Bytes buffered before they go to the writer.
+const CHUNK: usize = 1 << 16;
+
+/// Write the checkpoint `view` of `case` and `opts` to `w`, streaming (no
+/// second copy of the cuts is made).
+///
+/// # Errors
+/// The writer's.
+pub fn write_to(
+    w: &mut dyn std::io::Write,
+    case: &Case,
+    opts: &TrainOptions,
+    view: &View<'_>,
+) -> std::io::Result<()> {
     let mut o = Out::default();
     o.0.extend_from_slice(MAGIC);
     o.u32(VERSION);
     let (c, p) = fingerprint(case, opts);
     o.u64(c);
     o.u64(p);
-    o.u64(state.iterations as u64);
-    o.u64(state.rows.len() as u64);
-    for r in &state.rows {
+    o.u64(view.iterations as u64);
+    o.u64(view.rows.len() as u64);
+    for r in view.rows {
         o.u64(r.iteration as u64);
         o.f64(r.lower_bound);
         o.f64(r.upper_bound_mean);
@@ -207,20 +270,40 @@ pub fn encode(case: &Case, opts: &TrainOptions, state: &State) -> Vec<u8> {
         o.u64(r.cuts as u64);
         o.f64(r.elapsed_secs);
     }
-    o.u64(state.cuts.len() as u64);
-    for lane in &state.cuts {
-        o.f64s(lane);
+    o.u64(view.cuts.len() as u64);
+    for lane in view.cuts {
+        o.f64s_to(lane, w)?;
     }
-    o.f64s(&state.states);
-    o.u64(state.bases.len() as u64);
-    for (g, t, e) in &state.bases {
+    o.f64s_to(view.states, w)?;
+    o.u64(view.bases.len() as u64);
+    for (g, t, e) in view.bases {
         o.u32(*g);
         o.u32(*t);
         o.entry(e);
+        o.drain(w, CHUNK)?;
     }
-    o.entry(&state.lb_basis);
-    o.f64(state.slack);
-    o.0
+    o.entry(view.lb_basis);
+    o.f64(view.slack);
+    o.drain(w, 0)
+}
+
+/// Serialise `state` for `case` and `opts`.
+#[must_use]
+pub fn encode(case: &Case, opts: &TrainOptions, state: &State) -> Vec<u8> {
+    let cuts: Vec<&[f64]> = state.cuts.iter().map(Vec::as_slice).collect();
+    let view = View {
+        iterations: state.iterations,
+        rows: &state.rows,
+        cuts: &cuts,
+        states: &state.states,
+        bases: &state.bases,
+        lb_basis: &state.lb_basis,
+        slack: state.slack,
+    };
+    let mut bytes = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_to(&mut bytes, case, opts, &view);
+    bytes
 }
 
 /// A little-endian reader that fails instead of panicking.

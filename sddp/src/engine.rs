@@ -18,6 +18,7 @@ use cobre_comm::CommError;
 use cobre_shm::{BlockPublish, Comm};
 
 use crate::case::Case;
+use crate::pool::CutRef;
 use crate::selection::CutSelection;
 use crate::workspace::{Fault, SolveFailure, WorkStats};
 
@@ -265,17 +266,39 @@ pub struct RegionReport {
     pub pages_by_node: Vec<(i32, usize)>,
 }
 
-/// One cut of the policy.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cut {
-    /// `α`.
-    pub intercept: f64,
-    /// `β`, one per hydro.
-    pub coefficients: Vec<f64>,
-    /// Iteration that produced it (1-based).
-    pub iteration: usize,
-    /// Global trajectory index whose trial point produced it.
-    pub trajectory: usize,
+/// The cuts of a run, copied once from the pool on rank 0: per stage the
+/// records `[α, iteration, trajectory, β_1 … β_H]` back to back (cuts of
+/// stage `t` bound the future cost after stage `t`; the last stage has none).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Values per record (`3 + hydros`).
+    pub stride: usize,
+    /// The records of every stage.
+    pub stages: Vec<Vec<f64>>,
+}
+
+impl Policy {
+    /// Cuts of stage `t`.
+    #[must_use]
+    pub fn len(&self, t: usize) -> usize {
+        self.stages
+            .get(t)
+            .map_or(0, |r| r.len() / self.stride.max(1))
+    }
+
+    /// No cut at any stage?
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.stages.iter().all(Vec::is_empty)
+    }
+
+    /// The cuts of stage `t`, oldest first.
+    pub fn cuts(&self, t: usize) -> impl ExactSizeIterator<Item = CutRef<'_>> + '_ {
+        let records = self.stages.get(t).map_or(&[][..], Vec::as_slice);
+        records
+            .chunks_exact(self.stride.max(1))
+            .map(CutRef::from_record)
+    }
 }
 
 /// Work and selection figures of a run, summed over ranks where it says.
@@ -314,17 +337,17 @@ pub struct TrainReport {
     pub memory: Vec<RankMemory>,
     /// Shared data structures.
     pub regions: Vec<RegionReport>,
-    /// Cuts per stage (cuts of stage `t` bound the future cost after stage `t`);
-    /// the last stage has none.
-    pub policy: Vec<Vec<Cut>>,
+    /// Every cut published. Filled on rank 0 only (other ranks would hold
+    /// one more copy of the pool); empty elsewhere.
+    pub policy: Policy,
     /// LP solves over all ranks.
     pub lp_solves: u64,
     /// Workspaces, basis cache and selection.
     pub work: WorkReport,
     /// Options used.
     pub options: TrainOptions,
-    /// The checkpoint of the completed iterations (rank 0 only).
-    pub checkpoint: Option<Vec<u8>>,
+    /// What a checkpoint adds to the policy and rows (rank 0 only).
+    pub checkpoint: Option<crate::checkpoint::Snapshot>,
 }
 
 /// Training that stopped on an error, with what it had done so far: the

@@ -6,13 +6,14 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
+use std::io::{self, Write};
 use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::case::Case;
 use crate::engine::TrainReport;
-use crate::publish::{write_dir, PublishError};
+use crate::publish::{write_dir, Contents, PublishError};
 use crate::workspace::LADDER;
 
 /// Header of `convergence.csv`.
@@ -40,32 +41,79 @@ pub fn convergence_csv(report: &TrainReport) -> String {
     s
 }
 
-/// The policy as JSON: every cut of every stage.
-#[must_use]
-pub fn policy_json(case: &Case, report: &TrainReport) -> Value {
-    let stages: Vec<Value> = report
-        .policy
-        .iter()
-        .enumerate()
-        .map(|(t, cuts)| {
-            json!({
-                "stage": t + 1,
-                "cuts": cuts.iter().map(|c| json!({
-                    "intercept": c.intercept,
-                    "coefficients": c.coefficients,
-                    "iteration": c.iteration,
-                    "trajectory": c.trajectory,
-                })).collect::<Vec<_>>(),
-            })
+/// Write a JSON value compactly.
+fn json_to(w: &mut dyn Write, v: &(impl serde::Serialize + ?Sized)) -> io::Result<()> {
+    serde_json::to_writer(w, v).map_err(io::Error::from)
+}
+
+/// Write `policy.json` — every cut of every stage — streaming from the
+/// report's policy, one cut per line (no second copy of the cuts is built).
+///
+/// # Errors
+/// The writer's.
+pub fn write_policy_json(w: &mut dyn Write, case: &Case, report: &TrainReport) -> io::Result<()> {
+    let hydros: Vec<&str> = case.hydros.iter().map(|h| h.name.as_str()).collect();
+    w.write_all(b"{\n  \"case\": ")?;
+    json_to(w, &case.name)?;
+    write!(w, ",\n  \"stages\": {},\n  \"hydros\": ", case.stages)?;
+    json_to(w, &hydros)?;
+    w.write_all(b",\n  \"cut_form\": ")?;
+    json_to(w, CUT_FORM)?;
+    w.write_all(b",\n  \"policy\": [")?;
+    for t in 0..case.stages {
+        let sep = if t == 0 { "" } else { "," };
+        write!(w, "{sep}\n    {{\"stage\": {}, \"cuts\": [", t + 1)?;
+        for (k, cut) in report.policy.cuts(t).enumerate() {
+            let sep = if k == 0 { "" } else { "," };
+            write!(w, "{sep}\n      {{\"intercept\": ")?;
+            json_to(w, &cut.intercept)?;
+            w.write_all(b", \"coefficients\": ")?;
+            json_to(w, cut.coefficients)?;
+            write!(
+                w,
+                ", \"iteration\": {}, \"trajectory\": {}}}",
+                cut.iteration, cut.trajectory
+            )?;
+        }
+        let close = if report.policy.len(t) == 0 {
+            ""
+        } else {
+            "\n    "
+        };
+        write!(w, "{close}]}}")?;
+    }
+    w.write_all(b"\n  ]\n}\n")
+}
+
+/// How a cut of `policy.json` reads.
+const CUT_FORM: &str = "future_cost_after_stage >= intercept + coefficients . end_volumes";
+
+/// Write the report's checkpoint (when it has one), its cuts streamed from
+/// the policy.
+///
+/// # Errors
+/// The writer's; `InvalidData` when the report holds no checkpoint.
+pub fn write_checkpoint(w: &mut dyn Write, case: &Case, report: &TrainReport) -> io::Result<()> {
+    let snap = report.checkpoint.as_ref().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "the report holds no checkpoint")
+    })?;
+    let per = snap.cuts_per_lane * report.policy.stride;
+    let cuts: Vec<&[f64]> = (0..snap.lanes)
+        .map(|c| {
+            let lane = report.policy.stages.get(c).map_or(&[][..], Vec::as_slice);
+            &lane[..per.min(lane.len())]
         })
         .collect();
-    json!({
-        "case": case.name,
-        "stages": case.stages,
-        "hydros": case.hydros.iter().map(|h| h.name.clone()).collect::<Vec<_>>(),
-        "cut_form": "future_cost_after_stage >= intercept + coefficients . end_volumes",
-        "policy": stages,
-    })
+    let view = crate::checkpoint::View {
+        iterations: snap.iterations,
+        rows: &report.rows[..snap.iterations.min(report.rows.len())],
+        cuts: &cuts,
+        states: &snap.states,
+        bases: &snap.bases,
+        lb_basis: &snap.lb_basis,
+        slack: snap.slack,
+    };
+    crate::checkpoint::write_to(w, case, &report.options, &view)
 }
 
 /// The run summary as JSON.
@@ -276,19 +324,21 @@ fn xml(s: &str) -> String {
 /// # Errors
 /// I/O errors, with the path; `dir` then still holds the previous results.
 pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), PublishError> {
-    let pretty =
-        |v: &Value| (serde_json::to_string_pretty(v).unwrap_or_default() + "\n").into_bytes();
-    let mut files = vec![
-        ("convergence.csv", convergence_csv(report).into_bytes()),
-        ("policy.json", pretty(&policy_json(case, report))),
-        ("summary.json", pretty(&summary_json(case, report))),
-        (
-            "convergence.svg",
-            convergence_svg(case, report).into_bytes(),
-        ),
+    let text = |t: String| move |w: &mut dyn Write| w.write_all(t.as_bytes());
+    let csv = text(convergence_csv(report));
+    let summary =
+        text(serde_json::to_string_pretty(&summary_json(case, report)).unwrap_or_default() + "\n");
+    let svg = text(convergence_svg(case, report));
+    let policy = |w: &mut dyn Write| write_policy_json(w, case, report);
+    let checkpoint = |w: &mut dyn Write| write_checkpoint(w, case, report);
+    let mut files: Vec<(&str, &Contents)> = vec![
+        ("convergence.csv", &csv),
+        ("policy.json", &policy),
+        ("summary.json", &summary),
+        ("convergence.svg", &svg),
     ];
-    if let Some(bytes) = &report.checkpoint {
-        files.push((crate::checkpoint::FILE, bytes.clone()));
+    if report.checkpoint.is_some() {
+        files.push((crate::checkpoint::FILE, &checkpoint));
     }
     write_dir(dir, &files)
 }

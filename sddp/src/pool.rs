@@ -37,6 +37,19 @@ pub struct CutRef<'a> {
     pub coefficients: &'a [f64],
 }
 
+impl<'a> CutRef<'a> {
+    /// The cut a record `[α, iteration, trajectory, β…]` holds.
+    #[must_use]
+    pub fn from_record(r: &'a [f64]) -> Self {
+        Self {
+            intercept: r[0],
+            iteration: r[1] as usize,
+            trajectory: r[2] as usize,
+            coefficients: &r[HEAD..],
+        }
+    }
+}
+
 /// Cut records and trial points of every stage.
 pub struct CutPool<C: EngineComm> {
     cuts: Lanes<f64, C>,
@@ -105,13 +118,7 @@ impl<C: EngineComm> CutPool<C> {
     #[must_use]
     pub fn cut(&self, c: usize, slot: usize) -> CutRef<'_> {
         let s = self.stride();
-        let r = &self.cuts.lane(c)[slot * s..(slot + 1) * s];
-        CutRef {
-            intercept: r[0],
-            iteration: r[1] as usize,
-            trajectory: r[2] as usize,
-            coefficients: &r[HEAD..],
-        }
+        CutRef::from_record(&self.cuts.lane(c)[slot * s..(slot + 1) * s])
     }
 
     /// Trial point `s` of lane `c` (the end volumes of stage `c`).

@@ -122,11 +122,15 @@ pub fn check_writable(dir: &Path) -> Result<(), PublishError> {
     result
 }
 
-/// Write `files` (name, contents) as the new contents of `dir`, atomically.
+/// What writes one file's contents.
+pub type Contents<'a> = dyn Fn(&mut dyn Write) -> std::io::Result<()> + 'a;
+
+/// Write `files` (name, what writes its contents) as the new contents of
+/// `dir`, atomically. Contents are streamed through a buffer.
 ///
 /// # Errors
 /// [`PublishError`] naming the path; `dir` then holds what it held before.
-pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PublishError> {
+pub fn write_dir(dir: &Path, files: &[(&str, &Contents<'_>)]) -> Result<(), PublishError> {
     let parent = parent(dir);
     std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
     remove_stale_staging(dir);
@@ -138,11 +142,15 @@ pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PublishErr
     result
 }
 
-fn fill(stage: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PublishError> {
-    for (name, bytes) in files {
+fn fill(stage: &Path, files: &[(&str, &Contents<'_>)]) -> Result<(), PublishError> {
+    for (name, contents) in files {
         let path = stage.join(name);
-        let mut f = File::create(&path).map_err(io("create", &path))?;
-        f.write_all(bytes).map_err(io("write", &path))?;
+        let f = File::create(&path).map_err(io("create", &path))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        contents(&mut w).map_err(io("write", &path))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| io("write", &path)(e.into_error()))?;
         f.sync_all().map_err(io("flush", &path))?;
     }
     File::open(stage)
@@ -221,10 +229,21 @@ mod tests {
     fn a_new_set_replaces_the_old_one_whole() {
         let root = std::env::temp_dir().join(format!("cobre-publish-{}", std::process::id()));
         let dir = root.join("out");
-        write_dir(&dir, &[("a", b"1".to_vec()), ("b", b"1".to_vec())]).expect("first");
-        write_dir(&dir, &[("a", b"2".to_vec())]).expect("second");
+        let bytes = |b: &'static [u8]| move |w: &mut dyn Write| w.write_all(b);
+        let (one, two) = (bytes(b"1"), bytes(b"2"));
+        write_dir(&dir, &[("a", &one), ("b", &one)]).expect("first");
+        write_dir(&dir, &[("a", &two)]).expect("second");
         assert_eq!(std::fs::read(dir.join("a")).expect("a"), b"2");
         assert!(!dir.join("b").exists(), "no file of the old set survives");
+        // A writer that fails half-way leaves the previous set whole.
+        let failing = |w: &mut dyn Write| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("disk gone"))
+        };
+        let err = write_dir(&dir, &[("c", &one), ("a", &failing)]).expect_err("fails");
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        assert_eq!(std::fs::read(dir.join("a")).expect("a"), b"2");
+        assert!(!dir.join("c").exists());
         let left: Vec<_> = std::fs::read_dir(&root)
             .expect("root")
             .filter_map(Result::ok)

@@ -15,6 +15,7 @@
 use std::ops::Range;
 use std::str::FromStr;
 
+use cobre_comm::{CommError, ReduceOp};
 use rayon::prelude::*;
 
 use crate::engine::EngineComm;
@@ -84,27 +85,43 @@ fn beats(v: f64, best: &Best) -> bool {
     best.slot == u32::MAX || v > best.value + TIE_TOLERANCE * best.value.abs().max(1.0)
 }
 
-/// The selection state of every lane.
+/// The selection state of every lane on this rank.
+///
+/// Trial points are dealt round-robin over ranks (point `s` belongs to rank
+/// `s mod ranks`): each rank keeps and updates the best cut only at its own
+/// points, so the bookkeeping exists once per node whatever the split, and
+/// the active set of a lane is the union over ranks, formed by one bitwise
+/// OR allreduce — the same set for every split.
 #[derive(Debug)]
 pub struct Selector {
     rule: CutSelection,
-    /// Per lane, the best cut at every trial point.
+    rank: usize,
+    ranks: usize,
+    /// Per lane, the best cut at each of this rank's trial points
+    /// (local index `i` is point `rank + i * ranks`).
     best: Vec<Vec<Best>>,
-    /// Per lane, the active slots in ascending order.
+    /// Per lane, the active slots in ascending order (every rank).
     active: Vec<Vec<u32>>,
-    /// Slots of the current iteration's cuts, per lane (always active).
-    fresh: Vec<Range<usize>>,
+}
+
+/// A lane's active set as seen by one rank, to be merged over ranks by
+/// [`Selector::share`].
+#[must_use = "the active set changes only once shared"]
+pub struct Pending {
+    lane: usize,
+    bits: Vec<u64>,
 }
 
 impl Selector {
-    /// An empty selection for `lanes` lanes.
+    /// An empty selection for `lanes` lanes on rank `rank` of `ranks`.
     #[must_use]
-    pub fn new(rule: CutSelection, lanes: usize) -> Self {
+    pub fn new(rule: CutSelection, lanes: usize, rank: usize, ranks: usize) -> Self {
         Self {
             rule,
+            rank,
+            ranks: ranks.max(1),
             best: vec![Vec::new(); lanes],
             active: vec![Vec::new(); lanes],
-            fresh: vec![0..0; lanes],
         }
     }
 
@@ -120,22 +137,34 @@ impl Selector {
         &self.active[c]
     }
 
-    /// Bytes of bookkeeping held.
+    /// Bytes of bookkeeping held by this rank.
     #[must_use]
     pub fn bytes(&self) -> usize {
         self.best.iter().map(|b| b.capacity() * 16).sum::<usize>()
             + self.active.iter().map(|a| a.capacity() * 4).sum::<usize>()
     }
 
+    /// This rank's trial points within `states`, ascending.
+    fn owned(&self, states: Range<usize>) -> impl Iterator<Item = usize> + Clone {
+        let first =
+            states.start + (self.rank + self.ranks - states.start % self.ranks) % self.ranks;
+        (first..states.end).step_by(self.ranks)
+    }
+
     /// After a forward pass published new trial points (`states`), evaluate
-    /// every cut of every lane at them. Runs on the calling Rayon pool.
+    /// every cut of every lane at this rank's share of them. Runs on the
+    /// calling Rayon pool; local (no communication).
     pub fn add_states<C: EngineComm>(&mut self, pool: &CutPool<C>, states: Range<usize>) {
         if self.rule == CutSelection::None {
             return;
         }
+        let owned = self.owned(states);
+        let rank_ranks = (self.rank, self.ranks);
         self.best.par_iter_mut().enumerate().for_each(|(c, best)| {
             let cuts = pool.len(c);
-            for s in states.clone() {
+            best.reserve_exact(owned.clone().count());
+            for s in owned.clone() {
+                debug_assert_eq!(rank_ranks.0 + best.len() * rank_ranks.1, s);
                 let x = pool.state(c, s);
                 let mut b = NONE;
                 for slot in 0..cuts {
@@ -148,27 +177,35 @@ impl Selector {
                         };
                     }
                 }
-                debug_assert_eq!(best.len(), s);
                 best.push(b);
             }
         });
     }
 
     /// After the backward pass published new cuts (`slots`) in lane `c`,
-    /// evaluate them at every trial point and recompute the lane's active
-    /// set. Runs on the calling Rayon pool.
-    pub fn add_cuts<C: EngineComm>(&mut self, pool: &CutPool<C>, c: usize, slots: Range<usize>) {
-        self.fresh[c] = slots.clone();
+    /// evaluate them at this rank's trial points; the result becomes the
+    /// lane's active set once [`Selector::share`]d. Runs on the calling
+    /// Rayon pool; local.
+    pub fn add_cuts<C: EngineComm>(
+        &mut self,
+        pool: &CutPool<C>,
+        c: usize,
+        slots: Range<usize>,
+    ) -> Pending {
+        let words = pool.len(c).div_ceil(64);
+        let mut bits = vec![0u64; words];
+        let mut set = |slot: usize| bits[slot / 64] |= 1 << (slot % 64);
         if self.rule == CutSelection::None {
-            self.active[c] = (0..pool.len(c) as u32).collect();
-            return;
+            (0..pool.len(c)).for_each(&mut set);
+            return Pending { lane: c, bits };
         }
+        let (rank, ranks) = (self.rank, self.ranks);
         self.best[c]
             .par_iter_mut()
             .enumerate()
             .with_min_len(64)
-            .for_each(|(s, b)| {
-                let x = pool.state(c, s);
+            .for_each(|(i, b)| {
+                let x = pool.state(c, rank + i * ranks);
                 for slot in slots.clone() {
                     let cut = pool.cut(c, slot);
                     let v = value(cut.intercept, cut.coefficients, x);
@@ -180,14 +217,61 @@ impl Selector {
                     }
                 }
             });
-        let mut active: Vec<u32> = self.best[c]
+        self.best[c]
             .iter()
             .filter(|b| b.slot != u32::MAX)
-            .map(|b| b.slot)
-            .chain(slots.map(|s| s as u32))
-            .collect();
-        active.sort_unstable();
-        active.dedup();
-        self.active[c] = active;
+            .for_each(|b| set(b.slot as usize));
+        // The cuts of the current iteration are always active.
+        slots.for_each(set);
+        Pending { lane: c, bits }
+    }
+
+    /// Collective: merge every rank's view of a lane (bitwise OR) and make
+    /// it the lane's active set.
+    ///
+    /// # Errors
+    /// When the exchange fails.
+    pub fn share<C: EngineComm>(&mut self, comm: &C, pending: Pending) -> Result<(), CommError> {
+        let Pending { lane, bits } = pending;
+        let mut all = vec![0u64; bits.len()];
+        if comm.size() > 1 && !bits.is_empty() {
+            comm.allreduce(&bits, &mut all, ReduceOp::BitwiseOr)?;
+        } else {
+            all = bits;
+        }
+        let active = &mut self.active[lane];
+        active.clear();
+        for (w, word) in all.iter().enumerate() {
+            let mut word = *word;
+            while word != 0 {
+                active.push((w * 64) as u32 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        active.shrink_to_fit();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_own_every_trial_point_exactly_once() {
+        for ranks in 1..6 {
+            for (a, b) in [(0, 0), (0, 1), (0, 13), (3, 4), (5, 17), (64, 128)] {
+                let mut seen: Vec<usize> = (0..ranks)
+                    .flat_map(|r| {
+                        let s = Selector::new(CutSelection::Level1, 1, r, ranks);
+                        let owned: Vec<usize> = s.owned(a..b).collect();
+                        assert!(owned.iter().all(|p| p % ranks == r), "{owned:?}");
+                        owned
+                    })
+                    .collect();
+                seen.sort_unstable();
+                assert_eq!(seen, (a..b).collect::<Vec<_>>(), "{ranks} ranks, {a}..{b}");
+            }
+        }
     }
 }

@@ -141,8 +141,10 @@ impl<C: EngineComm> Trainer<'_, C> {
             self.phases.cut_exchange += t1.elapsed();
             let t2 = Instant::now();
             let (selector, pool) = (&mut self.selector, &self.pool);
-            self.threads
+            let pending = self
+                .threads
                 .install(|| selector.add_cuts(pool, t - 1, slots.clone()));
+            selector.share(self.comm, pending)?;
             self.phases.selection += t2.elapsed();
         }
         Ok(())

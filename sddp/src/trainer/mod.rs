@@ -185,7 +185,7 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             tree_off,
             cache,
             pool,
-            selector: Selector::new(opts.cut_selection, lanes),
+            selector: Selector::new(opts.cut_selection, lanes, comm.rank(), comm.size()),
             workers,
             lb_basis: Entry::default(),
             probs,
@@ -296,14 +296,16 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
         let data: &[f64] = if root { &state.states } else { &[] };
         self.pool.append_states(self.comm, &mine(per), data)?;
         let (pool, selector) = (&self.pool, &mut self.selector);
-        self.threads.install(|| {
-            selector.add_states(pool, 0..pool.states());
-            if per > 0 {
-                for c in 0..lanes {
-                    selector.add_cuts(pool, c, per - m..per);
-                }
+        self.threads
+            .install(|| selector.add_states(pool, 0..pool.states()));
+        if per > 0 {
+            for c in 0..lanes {
+                let pending = self
+                    .threads
+                    .install(|| selector.add_cuts(pool, c, per - m..per));
+                selector.share(self.comm, pending)?;
             }
-        });
+        }
         for (g, t, entry) in state.bases {
             let (g, t) = (g as usize, t as usize);
             for w in &mut self.workers {

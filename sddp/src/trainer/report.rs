@@ -8,8 +8,9 @@ use std::time::Duration;
 use cobre_comm::ReduceOp;
 
 use super::Trainer;
+use crate::checkpoint::Snapshot;
 use crate::engine::{
-    Cut, EngineComm, EngineError, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
+    EngineComm, EngineError, Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
 };
 use crate::store::Lanes;
 use crate::workspace::{WorkStats, LADDER};
@@ -57,6 +58,20 @@ impl<C: EngineComm> Trainer<'_, C> {
 
     /// Collective: everything training produced.
     pub(super) fn report(&mut self, stop: StopReason) -> Result<TrainReport, EngineError> {
+        // Rank 0 copies the published cuts once, for the outputs; the
+        // memory figures below include that copy.
+        let policy = Policy {
+            stride: self.pool.stride(),
+            stages: (0..self.case.stages)
+                .map(|c| {
+                    if self.comm.rank() != 0 || c >= self.pool.lanes() {
+                        return Vec::new();
+                    }
+                    self.pool.cut_records(c).to_vec()
+                })
+                .collect(),
+        };
+        let checkpoint = self.snapshot()?;
         self.sample_memory();
         let comm = self.comm;
         let ranks = comm.size();
@@ -93,25 +108,6 @@ impl<C: EngineComm> Trainer<'_, C> {
             region(comm, "trial_points", states),
         ];
         let work = self.work_report()?;
-        let policy = (0..self.case.stages)
-            .map(|c| {
-                if c >= self.pool.lanes() {
-                    return Vec::new();
-                }
-                (0..self.pool.len(c))
-                    .map(|slot| {
-                        let cut = self.pool.cut(c, slot);
-                        Cut {
-                            intercept: cut.intercept,
-                            coefficients: cut.coefficients.to_vec(),
-                            iteration: cut.iteration,
-                            trajectory: cut.trajectory,
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let checkpoint = self.checkpoint_bytes()?;
         Ok(TrainReport {
             checkpoint,
             rows: self.rows.clone(),
@@ -129,9 +125,9 @@ impl<C: EngineComm> Trainer<'_, C> {
         })
     }
 
-    /// Collective: the checkpoint of the completed iterations, on rank 0
-    /// (every rank's committed bases gathered there).
-    fn checkpoint_bytes(&self) -> Result<Option<Vec<u8>>, EngineError> {
+    /// Collective: what a checkpoint of the completed iterations adds to
+    /// the policy, on rank 0 (every rank's committed bases gathered there).
+    fn snapshot(&self) -> Result<Option<Snapshot>, EngineError> {
         let (bases, lb_basis, slack) = &self.committed;
         let mine: Vec<u8> = bases
             .iter()
@@ -163,23 +159,16 @@ impl<C: EngineComm> Trainer<'_, C> {
             .map_err(|e| EngineError::Options(format!("gathering bases: {e}")))?;
         let done = self.rows.len();
         let per = done * self.opts.forward_passes;
-        let stride = self.pool.stride();
-        let cuts = (0..self.pool.lanes())
-            .map(|c| self.pool.cut_records(c)[..per * stride].to_vec())
-            .collect();
         let width = self.pool.lanes() * self.case.hydros.len();
-        let state = crate::checkpoint::State {
+        Ok(Some(Snapshot {
             iterations: done,
-            rows: self.rows.clone(),
-            cuts,
+            lanes: self.pool.lanes(),
+            cuts_per_lane: per,
             states: self.pool.state_values()[..per * width].to_vec(),
             bases,
             lb_basis: lb_basis.clone(),
             slack: slacks[0],
-        };
-        Ok(Some(crate::checkpoint::encode(
-            self.case, self.opts, &state,
-        )))
+        }))
     }
 
     /// Collective: workspace counters summed over threads and ranks.
