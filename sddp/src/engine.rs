@@ -243,7 +243,8 @@ pub struct RankMemory {
     pub peak_rss: u64,
     /// Proportional set size at the end, bytes.
     pub pss: u64,
-    /// Highest PSS sampled (after setup and after every iteration), bytes.
+    /// Highest PSS of this rank sampled (after setup, after every
+    /// iteration, at the report), bytes.
     pub peak_pss: u64,
     /// PSS of private anonymous memory (heaps, stacks, HiGHS), bytes.
     pub pss_anon: u64,
@@ -335,6 +336,9 @@ pub struct TrainReport {
     pub backend: &'static str,
     /// Memory of every rank.
     pub memory: Vec<RankMemory>,
+    /// Highest node PSS sampled: the sum over ranks at one sample point
+    /// (after setup, after every iteration, at the report), bytes.
+    pub node_peak_pss: u64,
     /// Shared data structures.
     pub regions: Vec<RegionReport>,
     /// Every cut published. Filled on rank 0 only (other ranks would hold

@@ -15,6 +15,7 @@ pub mod case;
 pub mod checkpoint;
 pub mod engine;
 pub mod generate;
+pub mod heap;
 pub mod lp;
 pub mod output;
 pub mod pool;

@@ -188,7 +188,7 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
         },
         "memory": {
             "node_pss_bytes": sum(|m| m.pss),
-            "node_peak_pss_bytes": sum(|m| m.peak_pss),
+            "node_peak_pss_bytes": report.node_peak_pss,
             "node_pss_private_bytes": sum(|m| m.pss_anon),
             "node_pss_shared_bytes": sum(|m| m.pss_shmem),
             "ranks": report.memory.iter().map(|m| json!({

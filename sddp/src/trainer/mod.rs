@@ -72,7 +72,9 @@ pub(crate) struct Trainer<'a, C: EngineComm> {
     costs: Vec<f64>,
     /// Penalised slack used by this rank's forward passes.
     slack: f64,
-    peak_pss: u64,
+    /// Highest PSS of this rank and of the node (sum over ranks at one
+    /// sample point), over the samples so far.
+    peak_pss: (u64, u64),
     /// Set to stop at the next phase boundary.
     stop: Option<&'a AtomicBool>,
     /// This rank's bases, the lower bound's basis and the slack as they were
@@ -194,13 +196,13 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             rows: Vec::new(),
             start,
             slack: 0.0,
-            peak_pss: 0,
+            peak_pss: (0, 0),
             stop,
             committed: (Vec::new(), Entry::default(), 0.0),
             elapsed_before: 0.0,
         };
         trainer.phases.setup = start.elapsed();
-        trainer.sample_memory();
+        trainer.sample_memory()?;
         Ok(trainer)
     }
 
@@ -219,7 +221,9 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             let states = self.forward(iteration)?;
             self.backward(iteration, states)?;
             let lb = self.lower_bound(iteration)?;
-            self.sample_memory();
+            // Sampled before trimming: the figure is what the iteration held.
+            self.sample_memory()?;
+            crate::heap::trim();
             let stop = self.close_iteration(iteration, lb, &mut *hooks.on_iteration)?;
             self.commit();
             if let Some(stop) = stop {

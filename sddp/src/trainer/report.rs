@@ -52,8 +52,14 @@ fn region<T: cobre_comm::CommData, C: EngineComm>(
 
 impl<C: EngineComm> Trainer<'_, C> {
     /// Record this process's PSS if it is the highest seen.
-    pub(super) fn sample_memory(&mut self) {
-        self.peak_pss = self.peak_pss.max(own_memory()[1]);
+    /// Collective: sample this rank's PSS and the node's (the sum over
+    /// ranks at this same point of the run) and keep the highest of each.
+    pub(super) fn sample_memory(&mut self) -> Result<(), EngineError> {
+        let mine = own_memory()[1];
+        let mut node = [0u64];
+        self.comm.allreduce(&[mine], &mut node, ReduceOp::Sum)?;
+        self.peak_pss = (self.peak_pss.0.max(mine), self.peak_pss.1.max(node[0]));
+        Ok(())
     }
 
     /// Collective: everything training produced.
@@ -72,11 +78,11 @@ impl<C: EngineComm> Trainer<'_, C> {
                 .collect(),
         };
         let checkpoint = self.snapshot()?;
-        self.sample_memory();
+        self.sample_memory()?;
         let comm = self.comm;
         let ranks = comm.size();
         let [peak_rss, pss, pss_anon, pss_shmem] = own_memory();
-        let mine = [peak_rss, pss, self.peak_pss, pss_anon, pss_shmem];
+        let mine = [peak_rss, pss, self.peak_pss.0, pss_anon, pss_shmem];
         let mut all = vec![0u64; mine.len() * ranks];
         let counts = vec![mine.len(); ranks];
         comm.allgatherv(
@@ -117,6 +123,7 @@ impl<C: EngineComm> Trainer<'_, C> {
             threads: self.opts.threads,
             backend: comm.backend_name(),
             memory,
+            node_peak_pss: self.peak_pss.1,
             regions,
             policy,
             lp_solves: work.solver.solves,
