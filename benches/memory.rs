@@ -133,12 +133,19 @@ fn splits_table(dir: &Path, case: &Path, args: &[&str], splits: &[(usize, usize,
         }
         println!();
     }
+    // The spread means something only between splits of the same cores.
+    let cores: Vec<usize> = splits.iter().map(|&(r, t, _)| r * t).collect();
+    if cores.iter().any(|&c| c != cores[0]) {
+        return;
+    }
     let spread = |f: fn(&(f64, f64)) -> f64| {
         let v: Vec<f64> = shared_runs.iter().map(f).collect();
         v.iter().copied().fold(0.0, f64::max) / v.iter().copied().fold(f64::INFINITY, f64::min)
     };
     println!(
-        "\nshared runs: largest / smallest node PSS = {:.2}×, peak node PSS = {:.2}×",
+        "\nsplits of the same {} cores, shared: largest / smallest node PSS = {:.2}×, peak node \
+         PSS = {:.2}×",
+        cores[0],
         spread(|r| r.0),
         spread(|r| r.1)
     );

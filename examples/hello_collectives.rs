@@ -1,5 +1,5 @@
 //! Every rank reports itself, then the ranks agree on a sum, gather their
-//! pids and share one region. Run under the launcher:
+//! pids and read one region the leader filled. Run under the launcher:
 //! `cobre-shm -p 4 -- target/release/examples/hello_collectives`.
 
 use cobre_comm::{Communicator, ReduceOp, SharedMemoryProvider, SharedRegion};
@@ -20,8 +20,12 @@ fn main() {
         let counts = vec![1; n];
         let displs: Vec<usize> = (0..n).collect();
         comm.allgatherv(&[std::process::id()], &mut pids, &counts, &displs)?;
+        // One copy per node: only the leader gets a writable slice (followers
+        // get an empty one); everyone reads after the fence.
         let mut region = comm.create_shared_region::<u64>(n)?;
-        region.as_mut_slice()[r] = (r as u64 + 1) * 100;
+        for (i, slot) in region.as_mut_slice().iter_mut().enumerate() {
+            *slot = (i as u64 + 1) * 100;
+        }
         region.fence()?;
         println!(
             "rank {r} of {n} ({}): sum of 1..={n} = {}, pids {pids:?}, shared region {:?}",

@@ -253,6 +253,35 @@ fn sigint_to_the_launcher_stops_everything() {
     assert_all_gone(&pids, &name);
 }
 
+/// The bundled example the README's demo runs, under the launcher: every
+/// rank sees the sum, every pid and the region the leader filled.
+#[test]
+fn hello_collectives_example_runs_on_three_ranks() {
+    let example = launcher_bin()
+        .with_file_name("examples")
+        .join("hello_collectives");
+    assert!(
+        example.exists(),
+        "{} is missing: cargo build --release --workspace --examples",
+        example.display()
+    );
+    let o = Command::new(launcher_bin())
+        .args(["-p", "3", "--"])
+        .arg(&example)
+        .output()
+        .expect("run the example");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for r in 0..3 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("rank {r} of 3 (shm)")))
+            .unwrap_or_else(|| panic!("no line of rank {r}: {text}"));
+        assert!(line.contains("sum of 1..=3 = 6"), "{line}");
+        assert!(line.ends_with("shared region [100, 200, 300]"), "{line}");
+    }
+}
+
 #[test]
 fn clean_run_exits_zero_and_leaves_nothing() {
     let job = start(&["-p", "3", "--tag-output"], "barrier_twice");

@@ -158,3 +158,43 @@ fn create_communicator_detects_an_mpi_launch() {
         "{text}"
     );
 }
+
+/// Every rank of an MPI job fails on a bad case: the job ends (MPI_Abort
+/// after MPI_Init) instead of one rank waiting in MPI_Init for a peer that
+/// already exited, and each rank says why.
+#[test]
+fn a_bad_case_under_mpiexec_ends_the_job() {
+    let (mpiexec, mpi_args) = match mpiexec() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("NOTICE: skipping the MPI failure test: {why}");
+            return;
+        }
+    };
+    let mut child = Command::new(&mpiexec)
+        .args(&mpi_args)
+        .args(["-n", "2"])
+        .arg(common::launcher_bin())
+        .args(["train", "/nonexistent/case.json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpiexec");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mpiexec still running after 60 s: a rank hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("cannot read case file"), "{err}");
+}

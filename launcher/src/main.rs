@@ -4,10 +4,12 @@
 //! left in `/dev/shm`.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod launch;
 mod limits;
 mod log;
 mod placement;
+mod run;
 mod train;
 
 use std::process::ExitCode;
@@ -93,6 +95,47 @@ enum Command {
     },
     /// Train an SDDP policy for a hydrothermal case (the bundled tutorial without CASE)
     Train(train::TrainArgs),
+    /// Run an upstream Cobre study (a `cobre run` case directory: train, then
+    /// simulate) with upstream cobre-sddp 0.18 on shm ranks
+    Run(run::RunArgs),
+    /// Measure this workstation: copy bandwidth, collectives against
+    /// message size (and MPI when installed), SDDP scaling, memory, NUMA
+    /// placements; writes report.md, SVG plots and results.json
+    Bench(bench::BenchArgs),
+    /// One rank of a collectives measurement (started by `bench`)
+    #[command(hide = true)]
+    BenchRank {
+        /// Message sizes in bytes
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<u64>,
+    },
+    /// Write a synthetic upstream Cobre case directory (what `run` and
+    /// cobre-cli's `cobre run` read) of any size
+    GenerateCobreCase {
+        /// The directory to write
+        dir: std::path::PathBuf,
+        /// Hydro plants
+        #[arg(long, default_value_t = 2)]
+        hydros: usize,
+        /// Monthly stages
+        #[arg(long, default_value_t = 6)]
+        stages: usize,
+        /// Openings per stage
+        #[arg(long, default_value_t = 4)]
+        openings: usize,
+        /// Forward passes per iteration
+        #[arg(long, default_value_t = 4)]
+        forward_passes: usize,
+        /// Training iterations
+        #[arg(long, default_value_t = 8)]
+        iterations: usize,
+        /// Simulated scenarios (0: no simulation)
+        #[arg(long, default_value_t = 16)]
+        scenarios: usize,
+        /// Seed
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Write a synthetic case of any size
     Generate {
         /// Hydro plants
@@ -210,7 +253,42 @@ fn run(cli: &Cli) -> Result<i32, String> {
             }
             return Ok(0);
         }
-        Some(Command::Train(_)) | None => {}
+        Some(Command::GenerateCobreCase {
+            dir,
+            hydros,
+            stages,
+            openings,
+            forward_passes,
+            iterations,
+            scenarios,
+            seed,
+        }) => {
+            let spec = cobre_shm_run::example::ExampleSpec {
+                hydros: *hydros,
+                stages: *stages,
+                openings: *openings,
+                forward_passes: *forward_passes,
+                iterations: *iterations,
+                scenarios: *scenarios,
+                seed: *seed,
+            };
+            cobre_shm_run::example::write_case(dir, &spec).map_err(|e| e.to_string())?;
+            return Ok(0);
+        }
+        Some(Command::Bench(args)) => {
+            if cli.ranks.is_some() || cli.threads.is_some() {
+                return Err(
+                    "bench picks its own ranks and threads; give rank counts with \
+                     --rank-counts 2,4,8"
+                        .into(),
+                );
+            }
+            return bench::run(args, cli.quiet);
+        }
+        Some(Command::BenchRank { sizes }) => {
+            return bench::rank_main(sizes, std::env::var_os("COBRE_BENCH_QUICK").is_some());
+        }
+        Some(Command::Train(_) | Command::Run(_)) | None => {}
     }
     let topo = topology_for(cli.dry_run)?;
     if let MemPolicy::Node(k) = cli.mempolicy {
@@ -262,6 +340,10 @@ fn run(cli: &Cli) -> Result<i32, String> {
             )?;
             println!("case and sizes: ok");
         }
+        if let Some(Command::Run(args)) = &cli.command {
+            run::run(args, &plan, &LaunchOptions::default(), verbosity, true)?;
+            println!("case directory: ok");
+        }
         return Ok(0);
     }
     let mut opts = LaunchOptions {
@@ -292,6 +374,9 @@ fn run(cli: &Cli) -> Result<i32, String> {
     }
     if let Some(Command::Train(args)) = &cli.command {
         return train::run(args, &plan, &opts, cli.threads, verbosity, false);
+    }
+    if let Some(Command::Run(args)) = &cli.command {
+        return run::run(args, &plan, &opts, verbosity, false);
     }
     if cli.program.is_empty() {
         return Err(

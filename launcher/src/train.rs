@@ -244,13 +244,17 @@ impl StopFlags {
 
 /// Train on `comm`; rank 0 writes the outputs (and every checkpoint).
 /// Returns the exit code.
-fn run_rank<C: EngineComm>(comm: &C, p: &Prepared, v: Verbosity) -> i32 {
+/// `threads` overrides the prepared thread count (a rank's share of its
+/// node); the case and checkpoint are borrowed, so forked ranks share the
+/// launcher's copy instead of each making its own.
+fn run_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosity) -> i32 {
     let Prepared {
-        case,
-        opts,
-        dir,
-        resume,
+        case, dir, resume, ..
     } = p;
+    let opts = &TrainOptions {
+        threads,
+        ..p.opts.clone()
+    };
     let rank = comm.rank();
     let tty = std::io::stderr().is_terminal();
     if rank == 0 {
@@ -286,7 +290,7 @@ fn run_rank<C: EngineComm>(comm: &C, p: &Prepared, v: Verbosity) -> i32 {
             on_iteration: &mut on_iteration,
             on_checkpoint: &mut on_checkpoint,
             stop: Some(&flags.any),
-            resume: resume.clone(),
+            resume: resume.as_ref(),
         },
     );
     if rank == 0 && tty && !v.quiet {
@@ -383,23 +387,32 @@ pub fn run(
             Ok(run_rank(
                 &Comm::Local(cobre_comm::LocalBackend),
                 &prepared,
+                prepared.opts.threads,
                 v,
             ))
         }
         TrainBackend::Mpi => {
             let threads = mpi_threads(threads_override);
             crate::limits::check_threads(threads, cpus)?;
-            let prepared = prepare(args, threads, 1, threads)?;
             if dry_run {
-                return Ok(0);
+                return prepare(args, threads, 1, threads).map(|_| 0);
             }
+            // MPI first: a rank that fails before MPI_Init would leave the
+            // others waiting in it; after it, MPI_Abort ends the whole job.
             let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
                 format!(
                     "{e}. Build with `cargo build --release --features mpi` and run under mpiexec"
                 )
             })?;
             crate::log::init(comm.rank(), v);
-            let code = run_rank(&comm, &prepared, v);
+            let prepared = match prepare(args, threads, 1, threads) {
+                Ok(p) => p,
+                Err(msg) => {
+                    crate::launch::line(&format!("cobre-shm: rank {}: {msg}", comm.rank()));
+                    cobre_comm::Communicator::abort(&comm, 2)
+                }
+            };
+            let code = run_rank(&comm, &prepared, prepared.opts.threads, v);
             // Finalise MPI (dropping the communicator) before exiting.
             drop(comm);
             Ok(code)
@@ -423,16 +436,7 @@ pub fn run(
                         return 1;
                     }
                 };
-                let mine = Prepared {
-                    opts: TrainOptions {
-                        threads: ctx.placement.threads,
-                        ..prepared.opts.clone()
-                    },
-                    case: prepared.case.clone(),
-                    dir: prepared.dir.clone(),
-                    resume: prepared.resume.clone(),
-                };
-                run_rank(&comm, &mine, v)
+                run_rank(&comm, &prepared, ctx.placement.threads, v)
             };
             launch(plan, &Program::Run(&body), launch_opts)
         }

@@ -473,8 +473,9 @@ pub struct Hooks<'h> {
     /// Set (e.g. by a signal handler) to stop at the next phase boundary
     /// with a checkpoint of the completed iterations.
     pub stop: Option<&'h AtomicBool>,
-    /// Continue from this checkpoint (read with [`crate::checkpoint::read`]).
-    pub resume: Option<crate::checkpoint::State>,
+    /// Continue from this checkpoint (read with [`crate::checkpoint::read`];
+    /// every rank needs it: ranks forked from one process share its pages).
+    pub resume: Option<&'h crate::checkpoint::State>,
 }
 
 /// Train a policy for `case` on `comm`; `on_iteration` is called on rank 0

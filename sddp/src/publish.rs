@@ -83,6 +83,14 @@ fn staging(dir: &Path) -> PathBuf {
     dir.with_file_name(format!(".{name}.staging-{}", std::process::id()))
 }
 
+/// Where [`check_writable`] writes: per process, as ranks of an MPI job
+/// check the same directory at once.
+fn probe(dir: &Path) -> PathBuf {
+    let mut p = staging(dir).into_os_string();
+    p.push(".probe");
+    PathBuf::from(p)
+}
+
 fn parent(dir: &Path) -> PathBuf {
     match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -114,7 +122,7 @@ pub fn check_writable(dir: &Path) -> Result<(), PublishError> {
     }
     // A real write, in the place the staging directory will go: catches
     // read-only file systems and permissions alike, even for root.
-    let probe = staging(dir).with_extension("probe");
+    let probe = probe(dir);
     let result = std::fs::create_dir(&probe)
         .and_then(|()| File::create(probe.join("probe")).map(drop))
         .map_err(|e| not(format!("{e} (in {})", parent.display())));
@@ -214,6 +222,16 @@ fn remove_stale_staging(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writability_probe_is_per_process() {
+        let p = probe(Path::new("/tmp/out"));
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert_eq!(
+            name.as_deref(),
+            Some(format!(".out.staging-{}.probe", std::process::id()).as_str())
+        );
+    }
 
     #[test]
     fn names_stay_inside_the_output_directory() {

@@ -261,7 +261,7 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
 
     /// Put a checkpoint's state in place (collective: the pool and trial
     /// points are published again). Returns the iteration to go on from.
-    fn restore(&mut self, state: State) -> Result<usize, EngineError> {
+    fn restore(&mut self, state: &State) -> Result<usize, EngineError> {
         let lanes = self.pool.lanes();
         let bad = |what: String| {
             EngineError::Checkpoint(crate::checkpoint::CheckpointError::Corrupt {
@@ -310,8 +310,8 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
                 selector.share(self.comm, pending)?;
             }
         }
-        for (g, t, entry) in state.bases {
-            let (g, t) = (g as usize, t as usize);
+        for (g, t, entry) in &state.bases {
+            let (g, t) = (*g as usize, *t as usize);
             for w in &mut self.workers {
                 let local = g.wrapping_sub(w.first_group);
                 if local < w.bases.len() && t < self.case.stages {
@@ -319,10 +319,10 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
                 }
             }
         }
-        self.lb_basis = state.lb_basis;
+        self.lb_basis = state.lb_basis.clone();
         self.slack = if root { state.slack } else { 0.0 };
         self.elapsed_before = state.rows.last().map_or(0.0, |r| r.elapsed_secs);
-        self.rows = state.rows;
+        self.rows = state.rows.clone();
         self.commit();
         Ok(state.iterations)
     }

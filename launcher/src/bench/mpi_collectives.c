@@ -1,12 +1,13 @@
-/* Native MPI collectives, measured exactly like benches/collectives.rs
- * measures the shm backend: per operation, rank 0 calibrates a batch size,
- * broadcasts it, then the median over batches of the mean time per call in a
- * batch is printed as "RESULT\t<ranks>\t<operation>\t<microseconds>".
- * Built and run by benches/collectives.rs with each MPI's mpicc / mpiexec. */
+/* Native MPI collectives, measured exactly as `cobre-shm bench` measures the
+ * shm backend (launcher/src/bench/collectives.rs): per operation and size,
+ * rank 0 calibrates a batch size and broadcasts it, then the median over
+ * batches of the mean time per call in a batch is printed as
+ * "RESULT\t<operation>\t<bytes>\t<microseconds>".
+ * Usage: mpi_collectives BYTES... (COBRE_BENCH_QUICK set: fewer batches).
+ * `cobre-shm bench` writes this file out and builds it with each MPI's mpicc. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -26,7 +27,8 @@ static void do_allreduce(void *s) {
 }
 static void do_allgatherv(void *s) {
     struct ag *a = s;
-    MPI_Allgatherv(a->send, a->per, MPI_DOUBLE, a->recv, a->counts, a->displs, MPI_DOUBLE, MPI_COMM_WORLD);
+    MPI_Allgatherv(a->send, a->per, MPI_DOUBLE, a->recv, a->counts, a->displs, MPI_DOUBLE,
+                   MPI_COMM_WORLD);
 }
 static void do_bcast(void *s) {
     struct bc *b = s;
@@ -41,16 +43,16 @@ static double measure(op_fn f, void *state, int quick) {
     double t0 = MPI_Wtime();
     for (int i = 0; i < 3; i++) f(state);
     double per_call = (MPI_Wtime() - t0) / 3.0;
-    /* batch of ~20 ms, at most 1000 calls; 3..30 batches within ~0.5 s */
+    if (per_call < 1e-9) per_call = 1e-9;
+    double target = quick ? 0.005 : 0.02;
     int plan[2];
     if (rank == 0) {
-        int batch = (int)(0.02 / (per_call > 1e-9 ? per_call : 1e-9));
+        int batch = (int)(target / per_call);
         if (batch < 1) batch = 1;
         if (batch > 1000) batch = 1000;
-        int batches = (int)(0.5 / (batch * (per_call > 1e-9 ? per_call : 1e-9)));
+        int batches = (int)((quick ? 0.05 : 0.4) / (batch * per_call));
         if (batches < 3) batches = 3;
-        if (batches > 30) batches = 30;
-        if (quick && batches > 6) batches = 6;
+        if (batches > (quick ? 5 : 25)) batches = quick ? 5 : 25;
         plan[0] = batch;
         plan[1] = batches;
     }
@@ -74,42 +76,39 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &n);
     int quick = getenv("COBRE_BENCH_QUICK") != NULL;
-    double us;
 
-    us = measure(do_barrier, NULL, quick);
-    if (rank == 0) printf("RESULT\t%d\tbarrier\t%.3f\n", n, us);
+    double us = measure(do_barrier, NULL, quick);
+    if (rank == 0) printf("RESULT\tbarrier\t0\t%.4f\n", us);
+    for (int a = 1; a < argc; a++) {
+        long bytes = atol(argv[a]);
+        int elems = (int)(bytes / 8 > 0 ? bytes / 8 : 1);
 
-    double s4[4] = {1, 2, 3, 4}, r4[4];
-    struct ar a4 = {s4, r4, 4};
-    us = measure(do_allreduce, &a4, quick);
-    if (rank == 0) printf("RESULT\t%d\tallreduce 4 x f64\t%.3f\n", n, us);
+        struct ar r;
+        r.n = elems;
+        r.send = calloc(elems, sizeof(double));
+        r.recv = calloc(elems, sizeof(double));
+        us = measure(do_allreduce, &r, quick);
+        if (rank == 0) printf("RESULT\tallreduce\t%ld\t%.4f\n", bytes, us);
+        free(r.send);
+        free(r.recv);
 
-    double *s4k = calloc(4096, sizeof(double)), *r4k = calloc(4096, sizeof(double));
-    struct ar a4k = {s4k, r4k, 4096};
-    us = measure(do_allreduce, &a4k, quick);
-    if (rank == 0) printf("RESULT\t%d\tallreduce 4096 x f64\t%.3f\n", n, us);
-
-    const char *labels[2] = {"allgatherv 64 KiB", "allgatherv 16 MiB"};
-    long totals[2] = {64L << 10, 16L << 20};
-    for (int k = 0; k < 2; k++) {
-        int per = (int)(totals[k] / 8 / n);
         struct ag g;
-        g.per = per;
-        g.send = calloc(per, sizeof(double));
-        g.recv = calloc((size_t)per * n, sizeof(double));
+        g.per = elems / n > 0 ? elems / n : 1;
+        g.send = calloc(g.per, sizeof(double));
+        g.recv = calloc((size_t)g.per * n, sizeof(double));
         g.counts = malloc(sizeof(int) * n);
         g.displs = malloc(sizeof(int) * n);
-        for (int r = 0; r < n; r++) { g.counts[r] = per; g.displs[r] = r * per; }
+        for (int q = 0; q < n; q++) { g.counts[q] = g.per; g.displs[q] = q * g.per; }
         us = measure(do_allgatherv, &g, quick);
-        if (rank == 0) printf("RESULT\t%d\t%s\t%.3f\n", n, labels[k], us);
+        if (rank == 0) printf("RESULT\tallgatherv\t%ld\t%.4f\n", bytes, us);
         free(g.send); free(g.recv); free(g.counts); free(g.displs);
+
+        struct bc b = {calloc(elems, sizeof(double)), elems};
+        us = measure(do_bcast, &b, quick);
+        if (rank == 0) printf("RESULT\tbroadcast\t%ld\t%.4f\n", bytes, us);
+        free(b.buf);
+        fflush(stdout);
     }
-
-    struct bc b = {calloc((1 << 20) / 8, sizeof(double)), (1 << 20) / 8};
-    us = measure(do_bcast, &b, quick);
-    if (rank == 0) printf("RESULT\t%d\tbroadcast 1 MiB\t%.3f\n", n, us);
-
-    fflush(stdout);
     MPI_Finalize();
     return 0;
 }

@@ -1,0 +1,337 @@
+//! Collective latency and bandwidth against message size.
+//!
+//! The same measuring body runs on every rank of a `cobre-shm -p R` job (the
+//! hidden `bench-rank` subcommand), of an `mpiexec` job of this binary when it
+//! was built with the `mpi` feature (cobre-comm's MPI backend), and — as the C
+//! program `mpi_collectives.c`, built here with each installed MPI's `mpicc`
+//! — of native MPI. Method (all three): per operation and size, rank 0 times
+//! three calls, sizes batches of a few milliseconds, broadcasts the plan,
+//! and reports the median over batches of the mean time per call.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use cobre_comm::{CommError, Communicator, ReduceOp};
+
+use super::mpi::Mpi;
+
+/// The operations, in report order.
+pub const OPS: [&str; 4] = ["barrier", "allreduce", "allgatherv", "broadcast"];
+
+/// One measured point: `bytes` is the payload (allreduce: the vector of
+/// `f64`; allgatherv: the gathered total; broadcast: the buffer; barrier: 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// Operation.
+    pub op: String,
+    /// Payload in bytes.
+    pub bytes: u64,
+    /// Median time per call, µs.
+    pub us: f64,
+}
+
+/// The `RESULT\t<op>\t<bytes>\t<µs>` lines of a run.
+#[must_use]
+pub fn parse(stdout: &str) -> Vec<Point> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() != 4 || f[0] != "RESULT" {
+                return None;
+            }
+            Some(Point {
+                op: f[1].to_string(),
+                bytes: f[2].parse().ok()?,
+                us: f[3].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Median over batches of the mean time per call of `op`, in µs.
+fn measure<C: Communicator>(
+    c: &C,
+    quick: bool,
+    mut op: impl FnMut() -> Result<(), CommError>,
+) -> Result<f64, CommError> {
+    c.barrier()?;
+    let t = Instant::now();
+    for _ in 0..3 {
+        op()?;
+    }
+    let per_call = (t.elapsed().as_secs_f64() / 3.0).max(1e-9);
+    let (target, total, most) = if quick {
+        (0.005, 0.05, 5)
+    } else {
+        (0.02, 0.4, 25)
+    };
+    let mut plan = [0u64; 2];
+    if c.rank() == 0 {
+        let batch = ((target / per_call) as u64).clamp(1, 1000);
+        let batches = ((total / (batch as f64 * per_call)) as u64).clamp(3, most);
+        plan = [batch, batches];
+    }
+    c.broadcast(&mut plan, 0)?;
+    let mut per = Vec::new();
+    for _ in 0..plan[1] {
+        c.barrier()?;
+        let t = Instant::now();
+        for _ in 0..plan[0] {
+            op()?;
+        }
+        per.push(t.elapsed().as_secs_f64() * 1e6 / plan[0] as f64);
+    }
+    Ok(median(per))
+}
+
+/// Every operation at every size, on `c` (collective).
+///
+/// # Errors
+/// The first failing collective.
+pub fn measure_all<C: Communicator>(
+    c: &C,
+    sizes: &[u64],
+    quick: bool,
+) -> Result<Vec<Point>, CommError> {
+    let n = c.size();
+    let point = |op: &str, bytes: u64, us: f64| Point {
+        op: op.to_string(),
+        bytes,
+        us,
+    };
+    let mut out = vec![point("barrier", 0, measure(c, quick, || c.barrier())?)];
+    for &bytes in sizes {
+        let elems = usize::try_from(bytes / 8).unwrap_or(usize::MAX).max(1);
+        let send = vec![1.0f64; elems];
+        let mut recv = vec![0.0f64; elems];
+        let us = measure(c, quick, || c.allreduce(&send, &mut recv, ReduceOp::Sum))?;
+        out.push(point("allreduce", bytes, us));
+        let per = (elems / n).max(1);
+        let counts = vec![per; n];
+        let displs = cobre_comm::prefix_displs(&counts);
+        let mine = vec![c.rank() as f64; per];
+        let mut all = vec![0.0f64; per * n];
+        let us = measure(c, quick, || c.allgatherv(&mine, &mut all, &counts, &displs))?;
+        out.push(point("allgatherv", bytes, us));
+        let mut buf = vec![0.5f64; elems];
+        let us = measure(c, quick, || c.broadcast(&mut buf, 0))?;
+        out.push(point("broadcast", bytes, us));
+    }
+    Ok(out)
+}
+
+/// The hidden `bench-rank` subcommand: one rank of a measuring job; rank 0
+/// prints the points.
+///
+/// # Errors
+/// When the communicator cannot be created or a collective fails.
+pub fn rank_main(sizes: &[u64], quick: bool) -> Result<i32, String> {
+    let comm = cobre_shm::create_communicator().map_err(|e| e.to_string())?;
+    let points = measure_all(&comm, sizes, quick).map_err(|e| e.to_string())?;
+    if comm.rank() == 0 {
+        for p in points {
+            println!("RESULT\t{}\t{}\t{:.4}", p.op, p.bytes, p.us);
+        }
+    }
+    Ok(0)
+}
+
+/// Who ran a sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// This launcher's shared-memory ranks.
+    Shm,
+    /// This binary under `mpiexec`, through cobre-comm's MPI backend.
+    CobreCommMpi(String),
+    /// The C program on an installed MPI.
+    Native(String),
+}
+
+impl Backend {
+    /// Label in tables and legends.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Self::Shm => "shm".into(),
+            Self::CobreCommMpi(m) => format!("{m} via cobre-comm"),
+            Self::Native(m) => format!("{m} (C)"),
+        }
+    }
+}
+
+/// One sweep: a backend at a rank count.
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    /// Backend.
+    pub backend: Backend,
+    /// Ranks.
+    pub ranks: usize,
+    /// The exact command.
+    pub command: String,
+    /// Points (empty when the run failed).
+    pub points: Vec<Point>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl Sweep {
+    /// The time of `op` at `bytes`.
+    #[must_use]
+    pub fn at(&self, op: &str, bytes: u64) -> Option<f64> {
+        self.points
+            .iter()
+            .find(|p| p.op == op && p.bytes == bytes)
+            .map(|p| p.us)
+    }
+}
+
+/// A command line as a reader would type it.
+#[must_use]
+pub fn shell_line(cmd: &Command) -> String {
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
+        .collect();
+    parts.push(cmd.get_program().to_string_lossy().into_owned());
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Run `cmd` for its `RESULT` lines.
+fn run(backend: Backend, ranks: usize, mut cmd: Command, quick: bool) -> Sweep {
+    if quick {
+        cmd.env("COBRE_BENCH_QUICK", "1");
+    }
+    let command = shell_line(&cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (points, error) = match cmd.output() {
+        Ok(o) if o.status.success() => {
+            let points = parse(&String::from_utf8_lossy(&o.stdout));
+            let error = points
+                .is_empty()
+                .then(|| "the run printed no result".to_string());
+            (points, error)
+        }
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            (Vec::new(), Some(format!("{}: {last}", o.status)))
+        }
+        Err(e) => (Vec::new(), Some(format!("cannot start: {e}"))),
+    };
+    Sweep {
+        backend,
+        ranks,
+        command,
+        points,
+        error,
+    }
+}
+
+fn sizes_arg(sizes: &[u64]) -> String {
+    sizes
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The shm sweep at `ranks`.
+#[must_use]
+pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+    let mut cmd = Command::new(exe);
+    cmd.args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
+        .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
+    run(Backend::Shm, ranks, cmd, quick)
+}
+
+/// This binary under `mpi`'s `mpiexec` (cobre-comm's MPI backend).
+#[must_use]
+pub fn cobre_comm_mpi(exe: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+    let mut cmd = mpi.mpiexec(ranks);
+    cmd.arg(exe)
+        .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
+    run(
+        Backend::CobreCommMpi(mpi.label.to_string()),
+        ranks,
+        cmd,
+        quick,
+    )
+}
+
+/// Write out the C program and build it with `mpi`'s `mpicc` in `dir`.
+///
+/// # Errors
+/// When the compiler is missing or fails.
+pub fn build_native(mpi: &Mpi, dir: &Path) -> Result<PathBuf, String> {
+    let src = dir.join("mpi_collectives.c");
+    std::fs::write(&src, include_str!("mpi_collectives.c"))
+        .map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+    let exe = dir.join(format!("mpi_collectives_{}", mpi.label.replace(' ', "_")));
+    let out = Command::new(mpi.mpicc)
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("{}: {e}", mpi.mpicc))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            mpi.mpicc,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(exe)
+}
+
+/// The C program on `mpi`.
+#[must_use]
+pub fn native(program: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+    let mut cmd = mpi.mpiexec(ranks);
+    cmd.arg(program).args(sizes.iter().map(u64::to_string));
+    run(Backend::Native(mpi.label.to_string()), ranks, cmd, quick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_backend_measures_every_point() {
+        let points = measure_all(&cobre_comm::LocalBackend, &[8, 4096], true).expect("measure");
+        let ops: Vec<(&str, u64)> = points.iter().map(|p| (p.op.as_str(), p.bytes)).collect();
+        assert_eq!(
+            ops,
+            [
+                ("barrier", 0),
+                ("allreduce", 8),
+                ("allgatherv", 8),
+                ("broadcast", 8),
+                ("allreduce", 4096),
+                ("allgatherv", 4096),
+                ("broadcast", 4096)
+            ]
+        );
+        assert!(points.iter().all(|p| p.us.is_finite() && p.us >= 0.0));
+        let text: String = points
+            .iter()
+            .map(|p| format!("RESULT\t{}\t{}\t{:.4}\n", p.op, p.bytes, p.us))
+            .collect();
+        let back = parse(&(text + "noise\nRESULT\tbad\n"));
+        assert_eq!(back.len(), points.len());
+    }
+}

@@ -1,0 +1,589 @@
+//! `cobre-shm bench`: a workstation report in minutes — the machine's
+//! copy bandwidth and cache-line latency, collective latency and bandwidth
+//! against message size at several rank counts (next to every installed
+//! MPI), SDDP scaling over the ranks × threads splits of the cores, node
+//! memory shared against replicated, and NUMA placements. Writes
+//! `report.md`, SVG plots and `results.json` into one directory, atomically.
+#![forbid(unsafe_code)]
+
+mod collectives;
+mod machine;
+mod mpi;
+mod report;
+mod svg;
+mod training;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use collectives::rank_main;
+
+use cobre_shm::topology::Topology;
+use collectives::Sweep;
+use training::{Study, TrainRun};
+
+/// Parts of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Section {
+    /// Copy bandwidth and cache-line round trip.
+    Machine,
+    /// Collective latency and bandwidth.
+    Collectives,
+    /// SDDP time per iteration over the splits of the cores.
+    Sddp,
+    /// Node memory, shared against --replicate.
+    Memory,
+    /// --bind and --mempolicy placements.
+    Numa,
+    /// The SDDP case under mpiexec next to shm.
+    Mpi,
+}
+
+/// `cobre-shm bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Small sizes and a small case: the whole report in a few minutes
+    #[arg(long, conflicts_with = "full")]
+    pub quick: bool,
+    /// Every size from 8 B to 64 MiB and a larger case (tens of minutes)
+    #[arg(long)]
+    pub full: bool,
+    /// Report directory (replaced whole) [default: ./cobre-shm-bench]
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Rank counts for the collectives [default: 2, 4, … up to one rank per CPU]
+    #[arg(long, value_delimiter = ',', value_name = "N,N,…")]
+    pub rank_counts: Vec<usize>,
+    /// Message sizes in bytes [default: 8 B and powers of 4 up to 4 MiB
+    /// (--quick), 16 MiB, or 64 MiB (--full)]
+    #[arg(long, value_delimiter = ',', value_name = "BYTES,…")]
+    pub sizes: Vec<u64>,
+    /// Only these sections [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "SECTION,…")]
+    pub only: Vec<Section>,
+}
+
+/// How long a run takes: sizes, case and repetitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A few minutes.
+    Quick,
+    /// Between.
+    Standard,
+    /// Everything.
+    Full,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Quick => "quick",
+            Self::Standard => "standard",
+            Self::Full => "full",
+        }
+    }
+
+    fn max_bytes(self) -> u64 {
+        match self {
+            Self::Quick => 4 << 20,
+            Self::Standard => 16 << 20,
+            Self::Full => 64 << 20,
+        }
+    }
+
+    /// 8 B, then powers of 4 from 16 B up to the mode's largest size.
+    fn sizes(self) -> Vec<u64> {
+        let mut v = vec![8];
+        let mut b = 16;
+        while b <= self.max_bytes() {
+            // --quick keeps every other power of 4.
+            if self != Self::Quick || b.trailing_zeros() % 4 == 0 || b == self.max_bytes() {
+                v.push(b);
+            }
+            b *= 4;
+        }
+        v
+    }
+
+    /// (hydros, stages, openings, thermals, iterations, forward passes).
+    fn case(self) -> (usize, usize, usize, usize, usize, usize) {
+        match self {
+            Self::Quick => (20, 24, 10, 5, 4, 32),
+            Self::Standard => (40, 24, 10, 5, 8, 64),
+            Self::Full => (60, 48, 10, 5, 12, 128),
+        }
+    }
+}
+
+/// A line on stderr per step, or one bar redrawn on a terminal.
+struct Progress {
+    total: usize,
+    done: usize,
+    tty: bool,
+    quiet: bool,
+    start: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        if self.quiet {
+            return;
+        }
+        let width = 24;
+        let filled = (self.done.saturating_sub(1) * width / self.total.max(1)).min(width);
+        let line = format!(
+            "[{}{}] {}/{} {what} ({:.0} s)",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.done,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "bench: {line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+/// What the machine offers for the runs.
+pub struct Machine {
+    /// Topology found.
+    pub topology: Topology,
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// One-thread memcpy GB/s at 256 KiB, 4 MiB, 64 MiB.
+    pub memcpy: Vec<(u64, f64)>,
+    /// Every CPU copying 64 MiB at once, summed GB/s.
+    pub memcpy_all: Option<f64>,
+    /// Cache-line round trip between the first two CPUs, µs.
+    pub round_trip_us: Option<f64>,
+}
+
+/// Everything measured.
+pub struct Results {
+    /// The command that produced them.
+    pub command: String,
+    /// Mode.
+    pub mode: Mode,
+    /// Start, UTC.
+    pub started: String,
+    /// Machine facts, when measured.
+    pub machine: Option<Machine>,
+    /// Message sizes.
+    pub sizes: Vec<u64>,
+    /// Collective sweeps.
+    pub sweeps: Vec<Sweep>,
+    /// Case of the SDDP sections.
+    pub case: String,
+    /// Scaling runs (the first is 1×1).
+    pub scaling: Vec<TrainRun>,
+    /// Shared and replicated.
+    pub memory: Vec<TrainRun>,
+    /// Placements.
+    pub numa: Vec<TrainRun>,
+    /// shm and MPI.
+    pub mpi: Vec<TrainRun>,
+    /// Why MPI columns are missing, if they are.
+    pub mpi_note: Option<String>,
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+    let v: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c).unwrap_or(false)))
+        .collect();
+    if v.is_empty() {
+        vec![0]
+    } else {
+        v
+    }
+}
+
+/// UTC now as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Rank counts: 2, 4, … up to one rank per CPU (and the CPU count).
+fn default_rank_counts(cpus: usize, mode: Mode) -> Vec<usize> {
+    let mut v = vec![2];
+    let mut r = 4;
+    while r <= cpus {
+        if mode != Mode::Quick || r == cpus || r * 4 > cpus {
+            v.push(r);
+        }
+        r *= 2;
+    }
+    if cpus > 2 && !v.contains(&cpus) {
+        v.push(cpus);
+    }
+    v
+}
+
+/// Every (ranks, threads) with ranks × threads = `cpus`, and 1×1 first.
+fn splits(cpus: usize) -> Vec<(usize, usize)> {
+    let mut v = vec![(1, 1)];
+    for r in 1..=cpus {
+        if cpus % r == 0 && (r, cpus / r) != (1, 1) {
+            v.push((r, cpus / r));
+        }
+    }
+    v
+}
+
+/// `cobre-shm bench`.
+///
+/// # Errors
+/// A message when the arguments are unusable or the report cannot be
+/// written.
+pub fn run(args: &BenchArgs, quiet: bool) -> Result<i32, String> {
+    let mode = if args.quick {
+        Mode::Quick
+    } else if args.full {
+        Mode::Full
+    } else {
+        Mode::Standard
+    };
+    let want = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let cpu_list = allowed_cpus();
+    let cpus = cpu_list.len();
+    let limit = cobre_shm_layout::MAX_RANKS.min(crate::limits::THREADS_PER_CPU * cpus);
+    let rank_counts = if args.rank_counts.is_empty() {
+        default_rank_counts(cpus, mode)
+    } else {
+        args.rank_counts.clone()
+    };
+    if let Some(&bad) = rank_counts.iter().find(|&&r| r < 1 || r > limit) {
+        return Err(format!(
+            "--rank-counts: {bad} is outside 1..={limit} on this machine ({cpus} CPUs)"
+        ));
+    }
+    let sizes = if args.sizes.is_empty() {
+        mode.sizes()
+    } else {
+        args.sizes.clone()
+    };
+    if let Some(&bad) = sizes.iter().find(|&&b| b == 0 || b > 1 << 30) {
+        return Err(format!("--sizes: {bad} bytes is outside 1 B..=1 GiB"));
+    }
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cobre-shm-bench"));
+    cobre_shm_sddp::publish::check_writable(&out).map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir().join(format!("cobre-shm-bench.{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let result = measure(&Plan {
+        mode,
+        want: &want,
+        exe: &exe,
+        cpu_list: &cpu_list,
+        rank_counts: &rank_counts,
+        sizes: &sizes,
+        scratch: &scratch,
+        quiet,
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let results = result?;
+    report::write(&out, &results).map_err(|e| e.to_string())?;
+    if !quiet {
+        println!("report written to {}/report.md", out.display());
+    }
+    Ok(0)
+}
+
+/// What to measure, decided from the arguments.
+struct Plan<'a> {
+    mode: Mode,
+    want: &'a dyn Fn(Section) -> bool,
+    exe: &'a Path,
+    cpu_list: &'a [usize],
+    rank_counts: &'a [usize],
+    sizes: &'a [u64],
+    scratch: &'a Path,
+    quiet: bool,
+}
+
+fn measure(p: &Plan<'_>) -> Result<Results, String> {
+    let cpus = p.cpu_list.len();
+    let mpis = mpi::installed();
+    let linked = mpi::linked().and_then(|l| mpis.iter().find(|m| m.label == l).cloned());
+    let mpi_note = if mpis.is_empty() {
+        Some("no MPI installed (scripts/install-mpi.sh installs Open MPI and MPICH)".to_string())
+    } else if linked.is_none() {
+        Some(
+            "this binary was built without the `mpi` feature: the cobre-comm MPI column and \
+             the MPI SDDP runs are skipped (cargo build --release --features mpi)"
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    let (h, t, o, j, iterations, passes) = p.mode.case();
+    let study_ranks = cpus.max(2);
+    let numa_ranks = Topology::discover()
+        .nodes
+        .iter()
+        .filter(|n| !n.cpus.is_empty())
+        .count()
+        .max(2);
+    let numa_threads = (cpus / numa_ranks).max(1);
+    // Steps, for the progress bar.
+    let per_count = 1 + mpis.len() + usize::from(linked.is_some());
+    let total = usize::from((p.want)(Section::Machine))
+        + if (p.want)(Section::Collectives) {
+            p.rank_counts.len() * per_count
+        } else {
+            0
+        }
+        + if (p.want)(Section::Sddp) {
+            splits(cpus).len()
+        } else {
+            0
+        }
+        + if (p.want)(Section::Memory) { 2 } else { 0 }
+        + if (p.want)(Section::Numa) { 4 } else { 0 }
+        + if (p.want)(Section::Mpi) && linked.is_some() {
+            2
+        } else {
+            0
+        };
+    let mut progress = Progress {
+        total,
+        done: 0,
+        tty: std::io::stderr().is_terminal(),
+        quiet: p.quiet,
+        start: Instant::now(),
+    };
+    let mut results = Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        mode: p.mode,
+        started: utc_now(),
+        machine: None,
+        sizes: p.sizes.to_vec(),
+        sweeps: Vec::new(),
+        case: format!(
+            "cobre-shm generate --hydros {h} --stages {t} --openings {o} --thermals {j} --seed 1; \
+             train --iterations {iterations} --forward-passes {passes}"
+        ),
+        scaling: Vec::new(),
+        memory: Vec::new(),
+        numa: Vec::new(),
+        mpi: Vec::new(),
+        mpi_note,
+    };
+    let quick = p.mode == Mode::Quick;
+    if (p.want)(Section::Machine) {
+        progress.step("machine: memcpy and cache-line round trip");
+        results.machine = Some(Machine {
+            topology: Topology::discover(),
+            cpus,
+            memcpy: [256u64 << 10, 4 << 20, 64 << 20]
+                .iter()
+                .map(|&b| (b, machine::memcpy_gbps(b as usize, quick)))
+                .collect(),
+            memcpy_all: (cpus > 1).then(|| machine::memcpy_all_gbps(p.cpu_list, 64 << 20, quick)),
+            round_trip_us: (cpus > 1)
+                .then(|| machine::round_trip_us(p.cpu_list[0], p.cpu_list[1], quick)),
+        });
+    }
+    if (p.want)(Section::Collectives) {
+        let natives: Vec<(mpi::Mpi, Result<PathBuf, String>)> = mpis
+            .iter()
+            .map(|m| (m.clone(), collectives::build_native(m, p.scratch)))
+            .collect();
+        for &r in p.rank_counts {
+            progress.step(&format!("collectives: {r} ranks, shm"));
+            results
+                .sweeps
+                .push(collectives::shm(p.exe, r, p.sizes, quick));
+            if let Some(m) = &linked {
+                progress.step(&format!(
+                    "collectives: {r} ranks, {} via cobre-comm",
+                    m.label
+                ));
+                results
+                    .sweeps
+                    .push(collectives::cobre_comm_mpi(p.exe, m, r, p.sizes, quick));
+            }
+            for (m, built) in &natives {
+                progress.step(&format!("collectives: {r} ranks, {} (C)", m.label));
+                results.sweeps.push(match built {
+                    Ok(prog) => collectives::native(prog, m, r, p.sizes, quick),
+                    Err(e) => Sweep {
+                        backend: collectives::Backend::Native(m.label.to_string()),
+                        ranks: r,
+                        command: String::new(),
+                        points: Vec::new(),
+                        error: Some(e.clone()),
+                    },
+                });
+            }
+        }
+    }
+    let case = p.scratch.join("case.json");
+    let spec = cobre_shm_sddp::generate::GenerateSpec {
+        hydros: h,
+        stages: t,
+        openings: o,
+        thermals: j,
+        seed: 1,
+    };
+    let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(&spec))
+        .map_err(|e| format!("cannot write the case: {e}"))?;
+    std::fs::write(&case, text).map_err(|e| format!("cannot write {}: {e}", case.display()))?;
+    let study = Study {
+        case: &case,
+        iterations,
+        passes,
+    };
+    let dir = |tag: &str| p.scratch.join(tag);
+    if (p.want)(Section::Sddp) {
+        for (r, th) in splits(cpus) {
+            progress.step(&format!("SDDP: {r} ranks × {th} threads"));
+            results.scaling.push(training::shm(
+                p.exe,
+                &study,
+                &dir(&format!("split_{r}x{th}")),
+                (r, th),
+                &[],
+                &[],
+            ));
+        }
+    }
+    if (p.want)(Section::Memory) {
+        for extra in [&[][..], &["--replicate"][..]] {
+            progress.step(&format!("memory: {study_ranks} ranks {}", extra.join(" ")));
+            results.memory.push(training::shm(
+                p.exe,
+                &study,
+                &dir(&format!("memory_{}", extra.len())),
+                (study_ranks, 1),
+                &[],
+                extra,
+            ));
+        }
+    }
+    if (p.want)(Section::Numa) {
+        for (k, launcher_args) in [
+            ["--bind", "numa", "--mempolicy", "first-touch"],
+            ["--bind", "none", "--mempolicy", "first-touch"],
+            ["--bind", "numa", "--mempolicy", "interleave"],
+            ["--bind", "none", "--mempolicy", "interleave"],
+        ]
+        .iter()
+        .enumerate()
+        {
+            progress.step(&format!("NUMA: {}", launcher_args.join(" ")));
+            results.numa.push(training::shm(
+                p.exe,
+                &study,
+                &dir(&format!("numa_{k}")),
+                (numa_ranks, numa_threads),
+                launcher_args,
+                &[],
+            ));
+        }
+    }
+    if (p.want)(Section::Mpi) {
+        if let Some(m) = &linked {
+            progress.step(&format!("SDDP: {study_ranks} shm ranks"));
+            results.mpi.push(training::shm(
+                p.exe,
+                &study,
+                &dir("mpi_shm"),
+                (study_ranks, 1),
+                &[],
+                &[],
+            ));
+            progress.step(&format!("SDDP: {study_ranks} {} ranks", m.label));
+            results.mpi.push(training::mpi(
+                p.exe,
+                m,
+                &study,
+                &dir("mpi_mpi"),
+                study_ranks,
+            ));
+        }
+    }
+    progress.finish();
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rank_counts_and_splits() {
+        assert_eq!(
+            Mode::Full.sizes(),
+            [
+                8,
+                16,
+                64,
+                256,
+                1 << 10,
+                4 << 10,
+                16 << 10,
+                64 << 10,
+                256 << 10,
+                1 << 20,
+                4 << 20,
+                16 << 20,
+                64 << 20
+            ]
+        );
+        assert_eq!(
+            Mode::Quick.sizes(),
+            [8, 16, 256, 4 << 10, 64 << 10, 1 << 20, 4 << 20]
+        );
+        assert_eq!(default_rank_counts(2, Mode::Full), [2]);
+        assert_eq!(default_rank_counts(16, Mode::Full), [2, 4, 8, 16]);
+        assert_eq!(default_rank_counts(12, Mode::Standard), [2, 4, 8, 12]);
+        assert_eq!(default_rank_counts(64, Mode::Quick), [2, 32, 64]);
+        assert_eq!(splits(2), [(1, 1), (1, 2), (2, 1)]);
+        assert_eq!(splits(6), [(1, 1), (1, 6), (2, 3), (3, 2), (6, 1)]);
+        assert_eq!(splits(1), [(1, 1)]);
+    }
+
+    #[test]
+    fn dates() {
+        let s = utc_now();
+        assert!(s.ends_with(" UTC") && s.len() == 23, "{s}");
+    }
+}

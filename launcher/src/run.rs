@@ -1,0 +1,85 @@
+//! `cobre-shm -p N run CASE_DIR`: an upstream Cobre study (the case
+//! directory `cobre run` reads) trained and simulated by upstream
+//! cobre-sddp 0.18 on this job's shm ranks (crate `cobre-shm-run`).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use cobre_shm::comm::Comm;
+use cobre_shm::ShmBackend;
+use cobre_shm_run::{RunError, RunOptions};
+
+use crate::launch::{launch, LaunchOptions, Program, RankContext};
+use crate::log::Verbosity;
+use crate::placement::Plan;
+
+/// `cobre-shm run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The case directory (config.json, system/, stages.json, …), as for
+    /// cobre-cli's `cobre run`
+    pub case_dir: PathBuf,
+    /// Output directory [default: CASE_DIR/output]
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+/// Check what can be checked before starting ranks.
+fn check(args: &RunArgs) -> Result<(), String> {
+    if !args.case_dir.join("config.json").is_file() {
+        return Err(format!(
+            "{} is not a Cobre case directory (no config.json in it); give the folder that \
+             `cobre run` would take",
+            args.case_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// One rank: attach, run the study, map the outcome to an exit code.
+fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
+    let rank = ctx.placement.rank;
+    crate::log::init(rank, v);
+    let comm = match ShmBackend::attach(&ctx.config) {
+        Ok(c) => Comm::Shm(c),
+        Err(e) => {
+            crate::launch::line(&format!("cobre-shm: rank {rank}: {e}"));
+            return 1;
+        }
+    };
+    let opts = RunOptions {
+        case_dir: args.case_dir.clone(),
+        output: args.output.clone(),
+        threads: ctx.placement.threads,
+        quiet: v.quiet,
+        backend: "shm",
+    };
+    match cobre_shm_run::run(&comm, &opts) {
+        Ok(outcome) => outcome.exit_code(),
+        // The failing rank says why; its peers only follow it.
+        Err(RunError::Peer { .. }) => 1,
+        Err(e) => {
+            crate::launch::line(&format!("cobre-shm: rank {rank}: {e}"));
+            1
+        }
+    }
+}
+
+/// Start the ranks of `plan` on the study of `args`.
+///
+/// # Errors
+/// The case directory is not one, or the launch failed.
+pub fn run(
+    args: &RunArgs,
+    plan: &Plan,
+    opts: &LaunchOptions,
+    v: Verbosity,
+    dry_run: bool,
+) -> Result<i32, String> {
+    check(args)?;
+    if dry_run {
+        return Ok(0);
+    }
+    let body = |ctx: &RankContext| rank_body(ctx, args, v);
+    launch(plan, &Program::Run(&body), opts)
+}

@@ -1,0 +1,189 @@
+//! `cobre-shm run CASE_DIR`: an upstream Cobre case directory (written here
+//! by `cobre-shm generate-cobre-case`) trained and simulated by upstream
+//! cobre-sddp on 1 and 2 shm ranks gives the same bounds, cuts and costs;
+//! `metadata.json` records the shm backend and the HiGHS this binary was
+//! built with; bad case directories end in one clear line and leave nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::launcher_bin;
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cobre-shm-run-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+fn write_case(dir: &Path, extra: &[&str]) {
+    let o = Command::new(launcher_bin())
+        .arg("generate-cobre-case")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("generate-cobre-case");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn run(args: &[&str], case: &Path, out: &Path) -> Output {
+    Command::new(launcher_bin())
+        .args(args)
+        .arg("run")
+        .arg(case)
+        .arg("--output")
+        .arg(out)
+        .output()
+        .expect("cobre-shm run")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("JSON")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn one_and_two_ranks_give_the_same_study() {
+    let dir = workdir("same");
+    let case = dir.join("case");
+    write_case(
+        &case,
+        &["--hydros", "3", "--stages", "5", "--iterations", "6"],
+    );
+    let mut results = Vec::new();
+    for (ranks, threads) in [("1", "2"), ("2", "1")] {
+        let out = dir.join(format!("out-{ranks}"));
+        let o = run(&["-q", "-p", ranks, "--threads", threads], &case, &out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.stdout.is_empty() && o.stderr.is_empty(),
+            "-q printed: {o:?}"
+        );
+        for marker in ["training/_SUCCESS", "simulation/_SUCCESS"] {
+            assert!(out.join(marker).exists(), "{marker} missing");
+        }
+        let meta = json(&out.join("training/metadata.json"));
+        assert_eq!(meta["distribution"]["backend"], "shm", "{meta}");
+        assert_eq!(
+            meta["distribution"]["world_size"].as_u64(),
+            Some(ranks.parse().expect("n"))
+        );
+        assert_eq!(meta["iterations"]["completed"].as_u64(), Some(6));
+        // The HiGHS that solved is the one this program links (cobre-solver's).
+        assert_eq!(meta["solver"], "highs");
+        assert_eq!(
+            meta["solver_version"].as_str(),
+            Some(cobre_solver::active_solver_version().as_str())
+        );
+        let sim = json(&out.join("simulation/metadata.json"));
+        results.push((meta["bounds"].clone(), sim["cost"].clone(), out));
+    }
+    let lb = results[0].0["final_lower_bound"].as_f64().expect("bound");
+    assert!(lb.is_finite() && lb > 0.0, "{lb}");
+    assert_eq!(results[0].0, results[1].0, "bounds differ");
+    assert_eq!(results[0].1, results[1].1, "simulated costs differ");
+    // The cuts themselves, byte for byte.
+    let (a, b) = (&results[0].2, &results[1].2);
+    let cuts = files_under(&a.join("policy/cuts"));
+    assert!(!cuts.is_empty());
+    for f in cuts {
+        let rel = f.strip_prefix(a).expect("prefix");
+        assert_eq!(
+            std::fs::read(&f).expect("read"),
+            std::fs::read(b.join(rel)).expect("read"),
+            "{} differs",
+            rel.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn progress_goes_to_stderr_without_escape_bytes() {
+    let dir = workdir("log");
+    let case = dir.join("case");
+    write_case(&case, &["--iterations", "2", "--scenarios", "0"]);
+    let o = run(&["-p", "2"], &case, &dir.join("out"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("iteration 2: lower bound"), "{err}");
+    assert!(err.contains("shm backend"), "{err}");
+    assert!(!o.stderr.contains(&0x1b) && !o.stdout.contains(&0x1b));
+    // Simulation disabled: none written, none claimed.
+    assert!(!dir.join("out/simulation/_SUCCESS").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One line naming the problem, a failing exit code, no segment left.
+fn assert_clear_failure(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "succeeded: {err}");
+    assert!(o.status.code().is_some(), "ended by a signal: {o:?}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_case_directories_end_in_a_clear_error() {
+    let dir = workdir("bad");
+    let out = dir.join("out");
+    let o = run(&["-p", "2"], &dir.join("missing"), &out);
+    assert_clear_failure(&o, "no config.json");
+
+    // Invalid JSON in config.json: rank 0 fails loading, rank 1 follows.
+    let case = dir.join("broken");
+    write_case(&case, &[]);
+    std::fs::write(case.join("config.json"), "{ not json").expect("write");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "cannot load the case");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).lines().count() <= 3,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A feature of `cobre run` this runner does not carry: refused by name.
+    let case = dir.join("warm");
+    write_case(&case, &[]);
+    let mut config = json(&case.join("config.json"));
+    config["policy"] = serde_json::json!({ "mode": "warm_start", "path": "prior" });
+    std::fs::write(case.join("config.json"), config.to_string()).expect("write");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "policy.mode");
+
+    // A missing system file.
+    let case = dir.join("nosystem");
+    write_case(&case, &[]);
+    std::fs::remove_file(case.join("system/hydros.json")).expect("rm");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "hydros");
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("cobre-shm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
