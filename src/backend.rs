@@ -96,6 +96,15 @@ impl ShmBackend {
         "shm"
     }
 
+    /// The smallest `allgatherv` (bytes gathered) moved by
+    /// single-copy cross-memory reads, or `None` when this job moves
+    /// everything through the staging buffers (one rank, reads not
+    /// permitted, or `COBRE_SHM_CMA_MIN_BYTES=0`).
+    #[must_use]
+    pub fn single_copy_min_bytes(&self) -> Option<usize> {
+        self.job.cma.as_ref().map(|c| c.min_bytes)
+    }
+
     /// Name of the job's control segment.
     #[must_use]
     pub fn segment_name(&self) -> &str {

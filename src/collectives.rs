@@ -13,7 +13,8 @@ use std::mem::size_of;
 use cobre_comm::{CommError, ReduceOp};
 
 use crate::error::collective_failed;
-use crate::job::Job;
+use crate::job::{Cma, Job};
+use crate::os::cma;
 use crate::reduce;
 use crate::sync::{OpKind, Signature};
 use crate::wire;
@@ -77,6 +78,26 @@ pub(crate) fn check_allreduce(send_len: usize, recv_len: usize) -> Result<(), Co
         });
     }
     Ok(())
+}
+
+/// From this many ranks on, a large `allreduce` chunk is reduced by
+/// reduce-scatter + allgather (each rank folds 1/R of it, then copies the
+/// rest) instead of every rank folding all of it: ·n element reads
+/// per rank become about 2n plus one barrier, a gain from 4 ranks.
+const REDUCE_SCATTER_MIN_RANKS: usize = 4;
+
+/// Chunks smaller than this stay with one barrier (the second barrier costs
+/// more than the folds it saves).
+const REDUCE_SCATTER_MIN_BYTES: usize = 32 << 10;
+
+/// Rank `rank`'s share `[lo, hi)` of `m` elements of `elem` bytes over
+/// `size` ranks: contiguous, in rank order, whole hot lines each so that
+/// no two ranks write one line.
+fn share(m: usize, rank: usize, size: usize, elem: usize) -> (usize, usize) {
+    let line = (cobre_shm_layout::HOT_LINE / elem.max(1)).max(1);
+    let per = m.div_ceil(size.max(1)).div_ceil(line) * line;
+    let lo = rank.saturating_mul(per).min(m);
+    (lo, lo.saturating_add(per).min(m))
 }
 
 impl Job {
@@ -147,7 +168,8 @@ impl Job {
         let mut out = vec![0u64; N * self.size];
         let counts = vec![N; self.size];
         let displs: Vec<usize> = (0..self.size).map(|r| r * N).collect();
-        self.gather(&words, &mut out, &counts, &displs, sig, op)?;
+        out[self.rank * N..(self.rank + 1) * N].copy_from_slice(&words);
+        self.gather_staged(&words, &mut out, &counts, &displs, sig, op)?;
         Ok(out
             .chunks_exact(N)
             .map(|c| {
@@ -156,6 +178,12 @@ impl Job {
                 w
             })
             .collect())
+    }
+
+    /// Whether a message of `bytes` moves by cross-memory reads (the same
+    /// answer on every rank: the threshold and `bytes` are shared).
+    fn single_copy(&self, bytes: usize) -> Option<&Cma> {
+        self.cma.as_ref().filter(|c| bytes >= c.min_bytes)
     }
 
     /// The `allgatherv` protocol on validated arguments.
@@ -174,6 +202,63 @@ impl Job {
         if self.size == 1 || total == 0 || size_of::<T>() == 0 {
             // Nothing to move (decided from arguments every rank shares):
             // still an implicit barrier.
+            return self.barrier(sig, op);
+        }
+        match self.single_copy(total.saturating_mul(size_of::<T>())) {
+            Some(cma) => self.gather_single_copy(cma, send, recv, counts, displs, sig, op),
+            None => self.gather_staged(send, recv, counts, displs, sig, op),
+        }
+    }
+
+    /// `allgatherv` by cross-memory reads: the ranks exchange the addresses
+    /// of their send buffers (one barrier), each reads every peer's block
+    /// straight into its receive buffer (one copy, all ranks in parallel),
+    /// and a second barrier keeps every send buffer alive until all reads
+    /// are done.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_single_copy<T: Copy + 'static>(
+        &self,
+        cma: &Cma,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        sig: u32,
+        op: &'static str,
+    ) -> Result<(), CommError> {
+        let addrs = self.exchange_word(send.as_ptr() as u64, sig, op)?;
+        let elem = size_of::<T>();
+        let bytes = wire::bytes_mut(recv);
+        let mut failure = None;
+        for r in (1..self.size).map(|k| (self.rank + k) % self.size) {
+            let (lo, n) = (displs[r] * elem, counts[r] * elem);
+            if n == 0 || failure.is_some() {
+                continue;
+            }
+            if let Err(e) = cma::read(cma.pids[r], addrs[r], &mut bytes[lo..lo + n]) {
+                failure = Some(collective_failed(
+                    op,
+                    format!("reading rank {r}'s block (process_vm_readv): {e}"),
+                ));
+            }
+        }
+        self.barrier(sig, op)?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// `allgatherv` through the staging buffers, window by window.
+    fn gather_staged<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        sig: u32,
+        op: &'static str,
+    ) -> Result<(), CommError> {
+        let me = self.rank;
+        let total: usize = counts.iter().sum();
+        if self.size == 1 || total == 0 || size_of::<T>() == 0 {
             return self.barrier(sig, op);
         }
         let elem = size_of::<T>();
@@ -231,6 +316,9 @@ impl Job {
         if buf.is_empty() || size_of::<T>() == 0 || self.size == 1 {
             return self.barrier(sig, OP);
         }
+        // No single-copy path: the staging buffers' two copies stay in
+        // cache and were faster than cross-memory reads at every size
+        // measured (benches/README.md, "Collectives").
         let window = self.window::<T>(OP)?;
         for chunk in buf.chunks_mut(window) {
             let off = self.staging(self.epoch());
@@ -283,23 +371,58 @@ impl Job {
             let seg = self.control.segment();
             wire::put(seg, buf + self.rank * per_rank, &send[i0..i1]);
             self.barrier(sig, OP)?;
-            let out = &mut recv[i0..i1];
+            // A whole slot always qualifies (small staging buffers in tests).
+            let scatter = self.size >= REDUCE_SCATTER_MIN_RANKS
+                && (i1 - i0) * elem >= REDUCE_SCATTER_MIN_BYTES.min(chunk * elem);
+            let (lo, hi) = if scatter {
+                share(i1 - i0, self.rank, self.size, elem)
+            } else {
+                (0, i1 - i0)
+            };
+            let out = &mut recv[i0 + lo..i0 + hi];
+            let mine = &send[i0 + lo..i0 + hi];
+            // Every element is folded in rank order 0, 1, …, R-1, whoever
+            // folds it: the result does not depend on the path or the chunk.
             for r in 0..self.size {
-                let slot = buf + r * per_rank;
+                let slot = buf + r * per_rank + lo * elem;
                 if r == 0 {
                     if r == self.rank {
-                        out.copy_from_slice(&send[i0..i1]);
+                        out.copy_from_slice(mine);
                     } else {
                         wire::get(seg, slot, out);
                     }
                 } else if r == self.rank {
-                    reducer.fold(out, &send[i0..i1]);
+                    reducer.fold(out, mine);
                 } else {
                     reducer.fold_shared(out, seg, slot);
                 }
             }
+            if scatter {
+                self.share_reduced(&mut recv[i0..i1], (lo, hi), sig)?;
+            }
             i0 = i1;
         }
+        Ok(())
+    }
+
+    /// Reduce-scatter's second half: publish this rank's reduced share
+    /// `range` of `chunk` in the other staging buffer (the one of the epoch
+    /// after the contributions' barrier, which nobody reads any more), pass
+    /// one barrier, and copy the other ranks' shares.
+    fn share_reduced<T: Copy + 'static>(
+        &self,
+        chunk: &mut [T],
+        (lo, hi): (usize, usize),
+        sig: u32,
+    ) -> Result<(), CommError> {
+        let elem = size_of::<T>();
+        let out = self.staging(self.epoch());
+        let seg = self.control.segment();
+        wire::put(seg, out + lo * elem, &chunk[lo..hi]);
+        self.barrier(sig, "allreduce")?;
+        wire::get(seg, out, &mut chunk[..lo]);
+        let m = chunk.len();
+        wire::get(seg, out + hi * elem, &mut chunk[hi..m]);
         Ok(())
     }
 }
@@ -338,6 +461,29 @@ mod protocol_tests {
         } else {
             200
         }
+    }
+
+    /// Reduce-scatter (4 ranks, whole-slot chunks) folds every element in
+    /// rank order: the result equals the sequential fold, bit for bit.
+    #[test]
+    fn protocol_reduce_scatter_is_rank_ordered() {
+        run_ranks(4, |job| {
+            let (r, n) = (job.rank, job.size);
+            let v = |q: usize, i: usize| {
+                ((q * 7919 + i * 104_729) % 1000) as f64 * 1e-3 + 1e10 * (q % 2) as f64
+            };
+            for round in 0..rounds() {
+                let len = 700 + round;
+                let send: Vec<f64> = (0..len).map(|i| v(r, i)).collect();
+                let mut sum = vec![0.0; len];
+                job.allreduce(&send, &mut sum, ReduceOp::Sum)
+                    .expect("allreduce");
+                for (i, s) in sum.iter().enumerate() {
+                    let want = (1..n).fold(v(0, i), |a, q| a + v(q, i));
+                    assert_eq!(s.to_bits(), want.to_bits(), "element {i}");
+                }
+            }
+        });
     }
 
     #[test]

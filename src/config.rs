@@ -35,6 +35,13 @@ pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";
 pub const ENV_SPIN_US: &str = "COBRE_SHM_SPIN_US";
 /// Override of the yield budget in microseconds.
 pub const ENV_YIELD_US: &str = "COBRE_SHM_YIELD_US";
+/// Smallest `allgatherv` (bytes gathered) moved by single-copy
+/// cross-memory reads instead of the staging buffers; `0` turns
+/// cross-memory reads off.
+pub const ENV_CMA_MIN: &str = "COBRE_SHM_CMA_MIN_BYTES";
+/// Default of [`ENV_CMA_MIN`], measured: below it two copies through the
+/// staging buffers are faster (see `benches/README.md`, "Collectives").
+pub const DEFAULT_CMA_MIN_BYTES: usize = 8 << 20;
 
 /// NUMA policy for the pages of shared regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -123,6 +130,8 @@ pub struct ShmConfig {
     pub spin: Option<Duration>,
     /// Yield budget override.
     pub yield_for: Option<Duration>,
+    /// Smallest message moved by cross-memory reads (0: never).
+    pub cma_min_bytes: usize,
 }
 
 /// Parse a positive number of seconds up to [`MAX_SECS`].
@@ -159,6 +168,7 @@ impl ShmConfig {
             mempolicy: MemPolicy::FirstTouch,
             spin: None,
             yield_for: None,
+            cma_min_bytes: DEFAULT_CMA_MIN_BYTES,
         }
     }
 
@@ -250,6 +260,9 @@ impl ShmConfig {
         }
         cfg.spin = num(ENV_SPIN_US)?.map(Duration::from_micros);
         cfg.yield_for = num(ENV_YIELD_US)?.map(Duration::from_micros);
+        if let Some(b) = num(ENV_CMA_MIN)? {
+            cfg.cma_min_bytes = to_usize(b);
+        }
         Ok(cfg)
     }
 

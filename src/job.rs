@@ -34,6 +34,17 @@ pub(crate) struct Job {
     /// Segment names this rank created that are still linked in `/dev/shm`;
     /// unlinked on failure, abort and drop.
     linked: Mutex<Vec<String>>,
+    /// Single-copy reads of peers' memory, when every rank can do them.
+    pub(crate) cma: Option<Cma>,
+}
+
+/// Cross-memory reads agreed by every rank at attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cma {
+    /// Messages of at least this many bytes use them.
+    pub(crate) min_bytes: usize,
+    /// Every rank's pid, by rank.
+    pub(crate) pids: Vec<u32>,
 }
 
 /// Number of online CPUs (not the affinity mask: a bound rank still shares
@@ -89,7 +100,57 @@ impl Job {
             let _ = Segment::unlink(&cfg.name);
             job.forget_linked(&cfg.name);
         }
+        let mut job = job;
+        job.cma = job
+            .probe_cma(cfg.cma_min_bytes)
+            .map_err(|e| ShmError::Aborted(e.to_string()))?;
         Ok(job)
+    }
+
+    /// Whether every rank can read every other rank's memory (same user,
+    /// ptrace permission): each rank reads a probe word of its right
+    /// neighbour, and the ranks agree (two barriers). The threshold is the
+    /// largest any rank asks for; a rank asking for 0 turns reads off.
+    fn probe_cma(&self, min_bytes: usize) -> Result<Option<Cma>, CommError> {
+        if self.size == 1 {
+            return Ok(None);
+        }
+        if let Some(launcher) = self.launcher_pid {
+            crate::os::cma::allow_reads_by_job(launcher);
+        }
+        let value = 0xC3A0_0000_0000_0000u64 ^ self.rank as u64;
+        let word = Box::new(value);
+        let addr = std::ptr::from_ref::<u64>(&word) as u64;
+        let sig = Signature::new(OpKind::Attach).mix(0xC3A).finish();
+        let all = self.exchange_words(
+            [u64::from(std::process::id()), addr, value, min_bytes as u64],
+            sig,
+            "attach",
+        )?;
+        let [pid, peer_addr, peer_value, _] = all[(self.rank + 1) % self.size];
+        let mut got = [0u8; 8];
+        let ok = min_bytes > 0
+            && u32::try_from(pid)
+                .ok()
+                .is_some_and(|p| crate::os::cma::read(p, peer_addr, &mut got).is_ok())
+            && u64::from_ne_bytes(got) == peer_value;
+        // The second exchange also keeps `word` alive while peers read it.
+        let oks = self.exchange_word(u64::from(ok), sig, "attach")?;
+        drop(word);
+        if oks.contains(&0) {
+            return Ok(None);
+        }
+        Ok(Some(Cma {
+            min_bytes: all
+                .iter()
+                .map(|w| usize::try_from(w[3]).unwrap_or(usize::MAX))
+                .max()
+                .unwrap_or(usize::MAX),
+            pids: all
+                .iter()
+                .map(|w| u32::try_from(w[0]).unwrap_or(0))
+                .collect(),
+        }))
     }
 
     fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
@@ -104,6 +165,7 @@ impl Job {
                 .unwrap_or_default(),
             linked: Mutex::new(linked),
             control,
+            cma: None,
         }
     }
 

@@ -23,11 +23,14 @@
 //! Register on every rank, before the first collective on the type:
 //!
 //! ```
+//! # // With the `mpi` feature cobre-comm's CommData is MPI's primitives only.
+//! # #[cfg(not(feature = "mpi"))] {
 //! #[repr(C)]
 //! #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 //! struct Cut { intercept: f64, slot: u64 }
 //! cobre_shm::register_plain_data::<Cut>();
 //! assert!(cobre_shm::plain::is_plain_data::<Cut>());
+//! # }
 //! ```
 #![forbid(unsafe_code)]
 

@@ -122,6 +122,17 @@ pub(crate) fn region_slice_mut<T: Copy>(
     unsafe { std::slice::from_raw_parts_mut(p.cast::<T>(), count) }
 }
 
+/// The bytes of `s`, for a cross-memory read to fill.
+#[must_use]
+pub(crate) fn bytes_mut<T: Copy>(s: &mut [T]) -> &mut [u8] {
+    let len = size_of_val(s);
+    // SAFETY: `s` is `len` bytes of initialised memory borrowed exclusively
+    // for the returned lifetime; `u8` has no alignment or validity
+    // requirement; `T` passed the plain-data check (module doc), so any
+    // bytes written through the view leave valid `T`s behind.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), len) }
+}
+
 /// Reinterpret `&[T]` as `&[U]` when `T` and `U` are the same type.
 #[must_use]
 pub(crate) fn same_type<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {

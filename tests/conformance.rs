@@ -590,6 +590,62 @@ fn run_case<C: BlockPublish>(c: &C, case: &str, caps: Caps) {
         }
         // ---- cobre-shm's own cases
         "mixed_10000" => mixed_collectives(c, 10_000),
+        "allreduce_rank_order" => {
+            // Values of very different magnitudes: any other summation order
+            // would round differently. Every element must equal the fold in
+            // rank order 0, 1, …, R-1, bit for bit, whatever the chunking
+            // (staging size) and path (direct or reduce-scatter).
+            let v = |q: usize, i: usize| {
+                let m = ((q * 7919 + i * 104_729) % 1000) as f64 * 1e-3;
+                if (q + i) % 3 == 0 {
+                    m * 1e12
+                } else {
+                    m - 0.5
+                }
+            };
+            for len in [1usize, 7, 4099, 100_003] {
+                let send: Vec<f64> = (0..len).map(|i| v(r, i)).collect();
+                let mut sum = vec![0.0; len];
+                c.allreduce(&send, &mut sum, ReduceOp::Sum)
+                    .expect("allreduce");
+                let mut hash = 0xcbf2_9ce4_8422_2325u64;
+                for (i, x) in sum.iter().enumerate() {
+                    let want = (1..n).fold(v(0, i), |a, q| a + v(q, i));
+                    assert_eq!(x.to_bits(), want.to_bits(), "len {len} element {i}");
+                    hash = (hash ^ x.to_bits()).wrapping_mul(0x100_0000_01b3);
+                }
+                println!("HASH {len} {hash:016x}");
+            }
+        }
+        "single_copy" | "staged_only" => {
+            // COBRE_SHM_CMA_MIN_BYTES=1: every allgatherv of more than one
+            // rank reads peers' memory directly; =0: never.
+            let per_rank = 3 * 65536 + 5 * r;
+            let counts: Vec<usize> = (0..n).map(|q| 3 * 65536 + 5 * q).collect();
+            let send: Vec<u32> = (0..per_rank).map(|k| (r * 7_000_000 + k) as u32).collect();
+            let displs = cobre_comm::prefix_displs(&counts);
+            let mut recv = vec![0u32; counts.iter().sum()];
+            c.allgatherv(&send, &mut recv, &counts, &displs)
+                .expect("allgatherv");
+            for q in 0..n {
+                for k in 0..counts[q] {
+                    assert_eq!(recv[displs[q] + k], (q * 7_000_000 + k) as u32);
+                }
+            }
+            for root in 0..n {
+                let mut buf: Vec<f64> = if r == root {
+                    (0..300_001).map(|i| i as f64 + root as f64).collect()
+                } else {
+                    vec![0.0; 300_001]
+                };
+                c.broadcast(&mut buf, root).expect("broadcast");
+                assert!(buf
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &x)| x == i as f64 + root as f64));
+            }
+            mixed_collectives(c, 2000);
+        }
         "staging_4x" => {
             // Run with COBRE_SHM_STAGING_BYTES=65536: four windows and a bit.
             let per_rank = (4 * 65536 / 8 + 77) / n + 1;
@@ -880,6 +936,12 @@ fn shm_only_checks(c: &cobre_shm::ShmBackend, case: &str) {
             assert_eq!((local.rank(), local.size()), (c.rank(), c.size()));
             local.barrier().expect("local barrier");
         }
+        "single_copy" | "staged_only" => {
+            // The probe found cross-memory reads possible (same user, no
+            // Yama restriction on siblings) and the threshold is the one set.
+            let want = (case == "single_copy" && c.size() > 1).then_some(1);
+            assert_eq!(c.single_copy_min_bytes(), want);
+        }
         "shared_region_drop" | "shared_region_lifecycle" => {
             // The region is a real shared mapping whose name is already gone.
             let region = c.create_shared_region::<u64>(4096).expect("region");
@@ -930,9 +992,45 @@ macro_rules! conformance {
     };
 }
 
+/// `allreduce` folds in rank order at every rank count 1–8 and every
+/// chunking (staging buffers of one page, 64 KiB and the default 4 MiB:
+/// direct and reduce-scatter paths alike): each rank checks every element
+/// against the sequential fold, and the hashes of the results agree across
+/// chunkings and ranks.
+#[test]
+fn allreduce_is_rank_ordered_at_every_rank_count_and_chunking() {
+    for ranks in 1..=8 {
+        let mut seen: Option<Vec<String>> = None;
+        for staging in ["4096", "65536", "4194304"] {
+            let out = common::run_case(
+                "rank_entry",
+                "allreduce_rank_order",
+                ranks,
+                "shm",
+                &[("COBRE_SHM_STAGING_BYTES", staging.to_string())],
+            );
+            for o in &out {
+                let hashes: Vec<String> = o
+                    .stdout
+                    .lines()
+                    .filter(|l| l.starts_with("HASH "))
+                    .map(str::to_string)
+                    .collect();
+                assert_eq!(hashes.len(), 4, "{}", o.describe());
+                match &seen {
+                    None => seen = Some(hashes),
+                    Some(h) => assert_eq!(h, &hashes, "{ranks} ranks, staging {staging}"),
+                }
+            }
+        }
+    }
+}
+
 fn extra_env(case: &str) -> Vec<(&'static str, String)> {
     match case {
         "staging_4x" => vec![("COBRE_SHM_STAGING_BYTES", "65536".to_string())],
+        "single_copy" => vec![("COBRE_SHM_CMA_MIN_BYTES", "1".to_string())],
+        "staged_only" => vec![("COBRE_SHM_CMA_MIN_BYTES", "0".to_string())],
         _ => vec![],
     }
 }
@@ -968,6 +1066,8 @@ conformance!(
     shared_region_excessive_size,
     mixed_10000,
     staging_4x,
+    single_copy,
+    staged_only,
     allreduce_all_types,
     any_commdata,
     region_distributed_population,

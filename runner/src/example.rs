@@ -210,7 +210,8 @@ fn config_json(spec: &ExampleSpec) -> Value {
             }
         },
         "simulation": simulation,
-        "modeling": { "inflow_non_negativity": { "method": "none" } }
+        // Negative sampled inflows are absorbed by a penalised slack.
+        "modeling": { "inflow_non_negativity": { "method": "penalty" } }
     })
 }
 

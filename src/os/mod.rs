@@ -1,6 +1,7 @@
 //! The OS-facing modules: every syscall on shared memory, futexes and NUMA
 //! policy lives here, behind safe, bounds-checked functions.
 
+pub mod cma;
 pub mod futex;
 pub mod libnuma;
 pub mod numa;

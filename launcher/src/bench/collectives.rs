@@ -149,6 +149,9 @@ pub fn rank_main(sizes: &[u64], quick: bool) -> Result<i32, String> {
 pub enum Backend {
     /// This launcher's shared-memory ranks.
     Shm,
+    /// The same with cross-memory reads off (every byte through the
+    /// staging buffers), to show what single-copy reads gain.
+    ShmStaged,
     /// This binary under `mpiexec`, through cobre-comm's MPI backend.
     CobreCommMpi(String),
     /// The C program on an installed MPI.
@@ -161,6 +164,7 @@ impl Backend {
     pub fn label(&self) -> String {
         match self {
             Self::Shm => "shm".into(),
+            Self::ShmStaged => "shm staged".into(),
             Self::CobreCommMpi(m) => format!("{m} via cobre-comm"),
             Self::Native(m) => format!("{m} (C)"),
         }
@@ -257,6 +261,17 @@ pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
     cmd.args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
         .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
     run(Backend::Shm, ranks, cmd, quick)
+}
+
+/// The shm sweep at `ranks` with every message through the staging buffers
+/// (`COBRE_SHM_CMA_MIN_BYTES=0`).
+#[must_use]
+pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+    let mut cmd = Command::new(exe);
+    cmd.env(cobre_shm::config::ENV_CMA_MIN, "0")
+        .args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
+        .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
+    run(Backend::ShmStaged, ranks, cmd, quick)
 }
 
 /// This binary under `mpi`'s `mpiexec` (cobre-comm's MPI backend).

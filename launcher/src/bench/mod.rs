@@ -363,7 +363,7 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         .max(2);
     let numa_threads = (cpus / numa_ranks).max(1);
     // Steps, for the progress bar.
-    let per_count = 1 + mpis.len() + usize::from(linked.is_some());
+    let per_count = 2 + mpis.len() + usize::from(linked.is_some());
     let total = usize::from((p.want)(Section::Machine))
         + if (p.want)(Section::Collectives) {
             p.rank_counts.len() * per_count
@@ -431,6 +431,10 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
             results
                 .sweeps
                 .push(collectives::shm(p.exe, r, p.sizes, quick));
+            progress.step(&format!("collectives: {r} ranks, shm staged"));
+            results
+                .sweeps
+                .push(collectives::shm_staged(p.exe, r, p.sizes, quick));
             if let Some(m) = &linked {
                 progress.step(&format!(
                     "collectives: {r} ranks, {} via cobre-comm",

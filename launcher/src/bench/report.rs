@@ -68,7 +68,9 @@ fn collectives_md(s: &mut String, r: &Results) {
         "## Collectives\n\nMedian time per call (µs) of each operation on `f64` data; \
          `allreduce` sums the whole vector, `allgatherv` gathers that many bytes in total \
          (an equal block per rank), `broadcast` sends them from rank 0. GB/s = bytes per call \
-         / time. A ratio is the MPI time over the shm time: above 1, shm is faster.\n"
+         / time. A ratio is the other column's time over the shm time: above 1, shm is \
+         faster. `shm staged` is shm with single-copy cross-memory reads off \
+         (`COBRE_SHM_CMA_MIN_BYTES=0`: every byte through the staging buffers).\n"
     );
     let all_backends = backends(&r.sweeps);
     let counts: BTreeSet<usize> = r.sweeps.iter().map(|w| w.ranks).collect();
