@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up this machine, then run the whole test suite (this is what CI runs).
-# When an MPI is installed (scripts/install-mpi.sh), the suite runs a second
-# time with the `mpi` feature, which adds the shm-vs-MPI comparison.
+# When an MPI is installed (scripts/install-mpi.sh), the parts the `mpi`
+# feature changes run a second time with it, adding the shm-vs-MPI comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -18,7 +18,11 @@ if pkg-config --exists mpich 2>/dev/null || pkg-config --exists ompi 2>/dev/null
   echo "test: MPI found: running the suite again with --features mpi"
   cargo clippy --release --workspace --all-targets --features mpi -- -D warnings
   cargo build --release --workspace --features mpi
-  cargo test --release --workspace --features mpi
+  # What the feature changes: the communicator (its unit and doc tests,
+  # the conformance suite with MPI's narrower CommData), the HiGHS check,
+  # and the shm-vs-MPI comparison. The rest ran above on the same code.
+  cargo test --release --features mpi -p cobre-shm
+  cargo test --release --features mpi -p cobre-shm-tests --test mpi --test conformance --test highs_clash
 else
   echo "test: NOTICE: no MPI installed: skipping the --features mpi run (scripts/install-mpi.sh installs Open MPI and MPICH)"
 fi

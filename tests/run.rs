@@ -187,3 +187,70 @@ fn bad_case_directories_end_in_a_clear_error() {
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// SIGTERM to the launcher during training (a scheduler's time limit):
+/// training stops at the next iteration boundary with its outputs written,
+/// simulation is skipped and recorded as such, and nothing is left behind.
+#[test]
+fn sigterm_during_training_keeps_the_completed_iterations() {
+    use std::io::{BufRead, BufReader};
+    let dir = workdir("sigterm");
+    let case = dir.join("case");
+    write_case(
+        &case,
+        &[
+            "--hydros",
+            "12",
+            "--stages",
+            "24",
+            "--iterations",
+            "500",
+            "--scenarios",
+            "4",
+        ],
+    );
+    let out = dir.join("out");
+    let mut child = Command::new(launcher_bin())
+        .args(["-p", "2", "--threads", "1", "run"])
+        .arg(&case)
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let started = line.starts_with("iteration 2:");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.starts_with("iteration 2:")),
+        "{seen:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(143), "{seen:?} {rest:?}");
+    let meta = json(&out.join("training/metadata.json"));
+    assert_eq!(
+        meta["convergence"]["termination_reason"], "graceful_shutdown",
+        "{meta}"
+    );
+    let done = meta["iterations"]["completed"]
+        .as_u64()
+        .expect("iterations");
+    assert!((2..500).contains(&done), "{done}");
+    assert!(out.join("training/_SUCCESS").exists());
+    assert!(!files_under(&out.join("policy/cuts")).is_empty());
+    let sim = json(&out.join("simulation/metadata.json"));
+    assert_eq!(sim["scenarios"]["completed"].as_u64(), Some(0), "{sim}");
+    let _ = std::fs::remove_dir_all(dir);
+}

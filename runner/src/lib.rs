@@ -143,8 +143,13 @@ pub fn run<C: Communicator>(comm: &C, opts: &RunOptions) -> Result<Outcome, RunE
             return Ok(Outcome::Completed);
         }
     }
-    let stop = signal_flag()?;
-    let trained = training::run_phase(&ctx, &mut study, &stop)?;
+    let (stop, handlers) = signal_flag()?;
+    let trained = training::run_phase(&ctx, &mut study, &stop);
+    // After training a signal ends the process again (the default action).
+    for id in handlers {
+        signal_hook::low_level::unregister(id);
+    }
+    let trained = trained?;
     let decision = &trained.result.stop_decision;
     let level = share::agree_max(comm, stop.load(std::sync::atomic::Ordering::SeqCst))?;
     let n_scenarios = study.setup.simulation_config.n_scenarios;
@@ -181,14 +186,18 @@ fn init_threads(threads: usize) {
     }
 }
 
-/// SIGTERM and SIGINT ask upstream's training loop to stop at the next
-/// iteration boundary (its signal shutdown level), as `cobre run` does.
-fn signal_flag() -> Result<Arc<AtomicUsize>, RunError> {
+/// During training, SIGTERM and SIGINT ask upstream's training loop to stop
+/// at the next iteration boundary (its signal shutdown level), as `cobre
+/// run` does. Returns the flag and the handlers to unregister afterwards.
+fn signal_flag() -> Result<(Arc<AtomicUsize>, Vec<signal_hook::SigId>), RunError> {
     let flag = Arc::new(AtomicUsize::new(0));
     let level = cobre_sddp::config::ShutdownSource::Signal.level();
+    let mut ids = Vec::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_usize(sig, Arc::clone(&flag), level)
-            .map_err(RunError::Signals)?;
+        ids.push(
+            signal_hook::flag::register_usize(sig, Arc::clone(&flag), level)
+                .map_err(RunError::Signals)?,
+        );
     }
-    Ok(flag)
+    Ok((flag, ids))
 }
