@@ -254,3 +254,53 @@ fn sigterm_during_training_keeps_the_completed_iterations() {
     assert_eq!(sim["scenarios"]["completed"].as_u64(), Some(0), "{sim}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Against stock cobre-cli 0.18 (`COBRE_CLI=/path/to/cobre`; skipped with a
+/// notice without it: installing it takes minutes): the same case gives the
+/// same bounds, simulated costs and policy cuts and bases, byte for byte.
+#[test]
+fn matches_cobre_run_when_cobre_cli_is_given() {
+    let Some(cli) = std::env::var_os("COBRE_CLI") else {
+        eprintln!(
+            "NOTICE: COBRE_CLI not set: skipping the comparison with cobre-cli's `cobre run` \
+             (cargo install cobre-cli --version 0.18.0 --locked)"
+        );
+        return;
+    };
+    let dir = workdir("cli");
+    let case = dir.join("case");
+    write_case(&case, &[]);
+    let theirs = dir.join("theirs");
+    let o = Command::new(&cli)
+        .arg("run")
+        .arg(&case)
+        .args(["--quiet", "--threads", "2", "--output"])
+        .arg(&theirs)
+        .output()
+        .expect("cobre run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (ranks, threads) in [("1", "2"), ("2", "1")] {
+        let ours = dir.join(format!("ours-{ranks}"));
+        let o = run(&["-q", "-p", ranks, "--threads", threads], &case, &ours);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for f in ["training/metadata.json", "simulation/metadata.json"] {
+            let (a, b) = (json(&theirs.join(f)), json(&ours.join(f)));
+            assert_eq!(a["bounds"], b["bounds"], "{f}");
+            assert_eq!(a["cost"], b["cost"], "{f}");
+        }
+        for sub in ["policy/cuts", "policy/basis"] {
+            let files = files_under(&theirs.join(sub));
+            assert!(!files.is_empty(), "{sub}");
+            for f in files {
+                let rel = f.strip_prefix(&theirs).expect("prefix");
+                assert_eq!(
+                    std::fs::read(&f).expect("read"),
+                    std::fs::read(ours.join(rel)).expect("read"),
+                    "{} differs at {ranks} rank(s)",
+                    rel.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -4,8 +4,8 @@
 //! as its communicator.
 //!
 //! Rank 0 reads the case; the system, `config.json` and the other loaded
-//! tables reach the other ranks through the communicator (postcard bytes,
-//! one broadcast each). Every rank then builds the same `StudySetup`, trains,
+//! tables reach the other ranks through the communicator (one postcard
+//! value: its length, then its bytes). Every rank then builds the same `StudySetup`, trains,
 //! and simulates; rank 0 writes upstream's output tree (`training/`,
 //! `policy/`, `simulation/`, `training/metadata.json` with the backend
 //! recorded as `shm`). Features of `cobre run` this runner does not carry
