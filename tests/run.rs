@@ -170,6 +170,27 @@ fn bad_case_directories_end_in_a_clear_error() {
     let o = run(&["-p", "2"], &case, &out);
     assert_clear_failure(&o, "policy.mode");
 
+    // Absurd sizes: refused before upstream allocates (it would abort).
+    let case = dir.join("huge");
+    write_case(&case, &[]);
+    let base = json(&case.join("config.json"));
+    let mut config = base.clone();
+    config["training"]["selection"]["forward_passes"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(case.join("config.json"), config.to_string()).expect("write");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "the study needs at least");
+    let mut config = base.clone();
+    config["training"]["stopping_rules"][0]["limit"] = serde_json::json!(4_294_967_295u64);
+    std::fs::write(case.join("config.json"), config.to_string()).expect("write");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "iteration_limit");
+    std::fs::write(case.join("config.json"), base.to_string()).expect("write");
+    let mut stages = json(&case.join("stages.json"));
+    stages["stages"][0]["num_openings"] = serde_json::json!(100_000_000u64);
+    std::fs::write(case.join("stages.json"), stages.to_string()).expect("write");
+    let o = run(&["-p", "2"], &case, &out);
+    assert_clear_failure(&o, "opening pairs");
+
     // A missing system file.
     let case = dir.join("nosystem");
     write_case(&case, &[]);

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod example;
+pub mod limits;
 mod share;
 mod simulation;
 mod study;
@@ -96,6 +97,9 @@ pub enum RunError {
     /// A collective or a broadcast value failed.
     #[error(transparent)]
     Share(#[from] ShareError),
+    /// The study cannot fit this machine's memory.
+    #[error("{0}")]
+    TooLarge(String),
     /// The case asks for something this runner does not do.
     #[error("{0}; run this case with cobre-cli's `cobre run` instead")]
     Unsupported(String),

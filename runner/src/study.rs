@@ -139,6 +139,7 @@ fn load_on_root(opts: &RunOptions, output_dir: &Path) -> Result<(Shared, RootOnl
     let config_text =
         std::fs::read_to_string(&path).map_err(|e| cobre_io::LoadError::io(&path, e))?;
     refuse_unsupported(&config)?;
+    crate::limits::check(&config, &system)?;
     config
         .policy
         .check_dir(&path, output_dir, config.policy_dir_intent())?;
