@@ -131,6 +131,113 @@ fn workdir() -> PathBuf {
     d
 }
 
+/// `cobre-shm run` on broken upstream Cobre case directories: each a copy
+/// of a generated case with one thing wrong.
+fn bad_cobre_cases(dir: &Path) -> Vec<Input> {
+    let base = dir.join("cobre_base");
+    let o = std::process::Command::new(common::launcher_bin())
+        .arg("generate-cobre-case")
+        .arg(&base)
+        .output()
+        .expect("generate-cobre-case");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    type Edit = fn(&Path);
+    fn json_edit(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+        f(&mut v);
+        std::fs::write(path, v.to_string()).expect("write");
+    }
+    let edits: [(&str, Edit); 12] = [
+        ("forward passes 0", |d| {
+            json_edit(&d.join("config.json"), |v| {
+                v["training"]["selection"]["forward_passes"] = 0.into();
+            });
+        }),
+        ("forward passes 1e9", |d| {
+            json_edit(&d.join("config.json"), |v| {
+                v["training"]["selection"]["forward_passes"] = 1_000_000_000u64.into();
+            });
+        }),
+        ("iteration limit u32::MAX", |d| {
+            json_edit(&d.join("config.json"), |v| {
+                v["training"]["stopping_rules"][0]["limit"] = u64::from(u32::MAX).into();
+            });
+        }),
+        ("simulated scenarios 4e9", |d| {
+            json_edit(&d.join("config.json"), |v| {
+                v["simulation"]["selection"]["num_scenarios"] = 4_000_000_000u64.into();
+            });
+        }),
+        ("openings 1e8", |d| {
+            json_edit(&d.join("stages.json"), |v| {
+                v["stages"][0]["num_openings"] = 100_000_000u64.into();
+            });
+        }),
+        ("openings 0", |d| {
+            json_edit(&d.join("stages.json"), |v| {
+                v["stages"][0]["num_openings"] = 0.into();
+            });
+        }),
+        ("no stages", |d| {
+            json_edit(&d.join("stages.json"), |v| {
+                v["stages"] = serde_json::json!([]);
+            });
+        }),
+        ("unknown config field", |d| {
+            json_edit(&d.join("config.json"), |v| v["bogus"] = 1.into());
+        }),
+        ("negative storage", |d| {
+            json_edit(&d.join("system/hydros.json"), |v| {
+                v["hydros"][0]["reservoir"]["max_storage_hm3"] = (-5.0).into();
+            });
+        }),
+        ("warm-start policy", |d| {
+            json_edit(&d.join("config.json"), |v| {
+                v["policy"] = serde_json::json!({ "mode": "warm_start", "path": "prior" });
+            });
+        }),
+        ("empty config.json", |d| {
+            std::fs::write(d.join("config.json"), "").expect("write");
+        }),
+        ("garbage parquet", |d| {
+            std::fs::write(d.join("scenarios/inflow_seasonal_stats.parquet"), "junk")
+                .expect("write");
+        }),
+    ];
+    let mut v = Vec::new();
+    for (label, edit) in edits {
+        let d = dir.join(format!("cobre_{}", label.replace(' ', "_")));
+        let _ = std::fs::remove_dir_all(&d);
+        let cp = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&base)
+            .arg(&d)
+            .status()
+            .expect("cp");
+        assert!(cp.success());
+        edit(&d);
+        v.push((
+            format!("run: {label}"),
+            vec![
+                "-p".into(),
+                "2".into(),
+                "run".into(),
+                d.to_string_lossy().into_owned(),
+                "--output".into(),
+                dir.join("cobre_out").to_string_lossy().into_owned(),
+            ],
+            vec![],
+        ));
+    }
+    v.push((
+        "run: missing directory".into(),
+        vec!["run".into(), "/nonexistent/case".into()],
+        vec![],
+    ));
+    v
+}
+
 /// One wrong input: label, arguments, environment.
 type Input = (String, Vec<String>, Vec<(String, String)>);
 
@@ -298,6 +405,7 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
         args(&["train", &c, "--resume", "/nonexistent"]),
         vec![],
     ));
+    v.extend(bad_cobre_cases(dir));
     v.push((
         "--mempolicy node:99".into(),
         args(&["--mempolicy", "node:99", "train", &c]),

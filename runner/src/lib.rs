@@ -97,6 +97,9 @@ pub enum RunError {
     /// A collective or a broadcast value failed.
     #[error(transparent)]
     Share(#[from] ShareError),
+    /// A value upstream would accept and then fail on.
+    #[error("{0}")]
+    Invalid(String),
     /// The study cannot fit this machine's memory.
     #[error("{0}")]
     TooLarge(String),

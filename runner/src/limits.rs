@@ -132,12 +132,27 @@ pub fn check_against(e: &Estimate, available: u64) -> Result<(), RunError> {
     )))
 }
 
-/// [`check_against`] the memory available now (no check when it cannot be
-/// read).
+/// Counts upstream needs to be positive but does not check itself (a zero
+/// forward-pass count panics inside its workspace setup).
 ///
 /// # Errors
-/// As [`check_against`].
+/// [`RunError::Invalid`] naming the field.
+pub fn check_counts(config: &Config) -> Result<(), RunError> {
+    if let Some(ForwardPassesResolution::Sampled(0)) = config.resolve_forward_passes() {
+        return Err(RunError::Invalid(
+            "config.json: training.selection.forward_passes must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_counts`], then [`check_against`] the memory available now (no
+/// memory check when it cannot be read).
+///
+/// # Errors
+/// As [`check_counts`] and [`check_against`].
 pub fn check(config: &Config, system: &System) -> Result<(), RunError> {
+    check_counts(config)?;
     match mem_available() {
         Some(available) => check_against(&estimate(config, system), available),
         None => Ok(()),

@@ -54,6 +54,8 @@ impl<'c, C: Communicator> Context<'c, C> {
 
     /// Fail on every rank alike when any rank's `local` failed: the failing
     /// rank returns its own error, the others name it.
+    /// When several fail alike (every rank refusing the same study), only
+    /// the lowest says why.
     pub fn in_step<T>(
         &self,
         local: Result<T, RunError>,
@@ -61,10 +63,8 @@ impl<'c, C: Communicator> Context<'c, C> {
     ) -> Result<T, RunError> {
         match share::first_failed(self.comm, local.is_ok(), phase)? {
             None => local,
-            Some(rank) => match local {
-                Err(e) => Err(e),
-                Ok(_) => Err(RunError::Peer { rank, phase }),
-            },
+            Some(rank) if rank == self.comm.rank() => local,
+            Some(rank) => Err(RunError::Peer { rank, phase }),
         }
     }
 }
