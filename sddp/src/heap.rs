@@ -7,6 +7,26 @@
 //! what is in use, not what each arena once held — whatever the ranks ×
 //! threads split.
 
+/// Make glibc give memory back as soon as it is freed: no trim threshold
+/// and no top padding (a heap top that becomes free is released at once),
+/// and blocks of 128 KiB or more in their own mappings (unmapped on free)
+/// instead of glibc's default threshold, which grows with every large block
+/// freed until such blocks stay in the arenas. Measured on the 40-hydro case
+/// (16 iterations × 64 passes, summed PSS at the end): 16 ranks × 1 thread
+/// 176.7 → 133.4 MB, 1 × 16 151.8 → 121.5 MB; a 64 KiB threshold saves no
+/// more and costs twice the system time, 1 MiB saves almost nothing. Call
+/// once per process before training (glibc; elsewhere a no-op).
+pub fn release_eagerly() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets glibc allocator parameters (integers); it
+    // reads or writes no memory of the program.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
+        libc::mallopt(libc::M_TOP_PAD, 0);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 /// Return free heap pages of every arena to the system (glibc; elsewhere a
 /// no-op).
 pub fn trim() {

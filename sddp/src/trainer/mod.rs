@@ -138,11 +138,21 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
         let capacity = check_options(case, opts)?;
+        crate::heap::release_eagerly();
         let (rank, ranks) = (comm.rank(), comm.size());
-        let threads = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.threads)
-            .thread_name(move |i| format!("rank{rank}-lp{i}"))
+        // The calling thread is worker 0 (one thread stack and allocator
+        // arena fewer per rank: 3 MB less node memory at 16 ranks × 1
+        // thread); where it cannot be (it already belongs to a pool), a
+        // pool of its own.
+        let builder = || {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(opts.threads)
+                .thread_name(move |i| format!("rank{rank}-lp{i}"))
+        };
+        let threads = builder()
+            .use_current_thread()
             .build()
+            .or_else(|_| builder().build())
             .map_err(|_| EngineError::Pool(opts.threads))?;
         let nt = case.stages;
         let split = Split::new(
