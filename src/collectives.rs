@@ -141,7 +141,7 @@ impl Job {
         for &c in counts {
             sig = sig.mix(c as u64);
         }
-        self.gather(send, recv, counts, displs, sig.finish(), "allgatherv")
+        self.gather(send, recv, counts, displs, sig.finish(), "allgatherv", true)
     }
 
     /// Every rank's `word`, in rank order, through one barrier with `sig`.
@@ -168,8 +168,8 @@ impl Job {
         let mut out = vec![0u64; N * self.size];
         let counts = vec![N; self.size];
         let displs: Vec<usize> = (0..self.size).map(|r| r * N).collect();
-        out[self.rank * N..(self.rank + 1) * N].copy_from_slice(&words);
-        self.gather_staged(&words, &mut out, &counts, &displs, sig, op)?;
+        // Always staged: the single-copy path itself exchanges addresses here.
+        self.gather(&words, &mut out, &counts, &displs, sig, op, false)?;
         Ok(out
             .chunks_exact(N)
             .map(|c| {
@@ -186,7 +186,9 @@ impl Job {
         self.cma.as_ref().filter(|c| bytes >= c.min_bytes)
     }
 
-    /// The `allgatherv` protocol on validated arguments.
+    /// The `allgatherv` protocol on validated arguments; cross-memory reads
+    /// only when `single_copy_allowed`.
+    #[allow(clippy::too_many_arguments)]
     fn gather<T: Copy + 'static>(
         &self,
         send: &[T],
@@ -195,6 +197,7 @@ impl Job {
         displs: &[usize],
         sig: u32,
         op: &'static str,
+        single_copy_allowed: bool,
     ) -> Result<(), CommError> {
         let me = self.rank;
         recv[displs[me]..displs[me] + counts[me]].copy_from_slice(send);
@@ -204,7 +207,10 @@ impl Job {
             // still an implicit barrier.
             return self.barrier(sig, op);
         }
-        match self.single_copy(total.saturating_mul(size_of::<T>())) {
+        let cma = self
+            .single_copy(total.saturating_mul(size_of::<T>()))
+            .filter(|_| single_copy_allowed);
+        match cma {
             Some(cma) => self.gather_single_copy(cma, send, recv, counts, displs, sig, op),
             None => self.gather_staged(send, recv, counts, displs, sig, op),
         }
@@ -246,7 +252,8 @@ impl Job {
         failure.map_or(Ok(()), Err)
     }
 
-    /// `allgatherv` through the staging buffers, window by window.
+    /// `allgatherv` through the staging buffers, window by window (more
+    /// than one rank, something to move: [`Self::gather`] checked).
     fn gather_staged<T: Copy + 'static>(
         &self,
         send: &[T],
@@ -258,9 +265,6 @@ impl Job {
     ) -> Result<(), CommError> {
         let me = self.rank;
         let total: usize = counts.iter().sum();
-        if self.size == 1 || total == 0 || size_of::<T>() == 0 {
-            return self.barrier(sig, op);
-        }
         let elem = size_of::<T>();
         let window = self.window::<T>(op)?;
         let my_start: usize = counts[..me].iter().sum();

@@ -2,6 +2,7 @@
 //! checked before anything is allocated, with a message that states the
 //! limit and the estimate.
 
+use cobre_shm_run::limits::mem_available;
 use cobre_shm_sddp::engine::Sizes;
 
 /// Bytes of memory a rank's thread needs at least (a workspace without
@@ -10,19 +11,6 @@ pub const MIN_THREAD_BYTES: u64 = 4 << 20;
 
 /// Most threads of a whole job per online CPU.
 pub const THREADS_PER_CPU: usize = 64;
-
-/// `MemAvailable` from `/proc/meminfo`, bytes.
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    kib.checked_mul(1024)
-}
 
 /// Free bytes of `/dev/shm`.
 fn shm_free() -> Option<u64> {

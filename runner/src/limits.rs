@@ -91,8 +91,9 @@ pub fn estimate(config: &Config, system: &System) -> Estimate {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, bytes.
-fn mem_available() -> Option<u64> {
+/// `MemAvailable` from `/proc/meminfo`, bytes (also the launcher's limit).
+#[must_use]
+pub fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = text
         .lines()

@@ -209,6 +209,18 @@ pub fn shell_line(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// How a finished command failed: its status and last non-empty stderr line.
+#[must_use]
+pub fn failure(o: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    format!("{}: {last}", o.status)
+}
+
 /// Run `cmd` for its `RESULT` lines.
 fn run(backend: Backend, ranks: usize, mut cmd: Command, quick: bool) -> Sweep {
     if quick {
@@ -226,15 +238,7 @@ fn run(backend: Backend, ranks: usize, mut cmd: Command, quick: bool) -> Sweep {
                 .then(|| "the run printed no result".to_string());
             (points, error)
         }
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            (Vec::new(), Some(format!("{}: {last}", o.status)))
-        }
+        Ok(o) => (Vec::new(), Some(failure(&o))),
         Err(e) => (Vec::new(), Some(format!("cannot start: {e}"))),
     };
     Sweep {

@@ -110,15 +110,7 @@ fn finish(label: String, ranks: usize, threads: usize, mut cmd: Command, out: &P
                 Err(e) => (None, Some(format!("no summary.json: {e}"))),
             }
         }
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            (None, Some(format!("{}: {last}", o.status)))
-        }
+        Ok(o) => (None, Some(super::collectives::failure(&o))),
         Err(e) => (None, Some(format!("cannot start: {e}"))),
     };
     TrainRun {
