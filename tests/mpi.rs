@@ -159,9 +159,10 @@ fn create_communicator_detects_an_mpi_launch() {
     );
 }
 
-/// Every rank of an MPI job fails on a bad case: the job ends (MPI_Abort
-/// after MPI_Init) instead of one rank waiting in MPI_Init for a peer that
-/// already exited, and each rank says why.
+/// Every rank of an MPI job fails on a bad case: the job ends (the ranks
+/// agree on the failure after MPI_Init and finalise) instead of one rank
+/// waiting in MPI_Init for a peer that already exited, and each rank says
+/// why.
 #[test]
 fn a_bad_case_under_mpiexec_ends_the_job() {
     let (mpiexec, mpi_args) = match mpiexec() {
@@ -195,6 +196,10 @@ fn a_bad_case_under_mpiexec_ends_the_job() {
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut err);
     }
-    assert!(!status.success(), "{err}");
-    assert!(err.contains("cannot read case file"), "{err}");
+    assert!(!status.success(), "{status}: {err}");
+    assert!(
+        err.contains("rank 0: cannot read case file")
+            && err.contains("rank 1: cannot read case file"),
+        "{status}: {err}"
+    );
 }

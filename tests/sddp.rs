@@ -425,6 +425,12 @@ fn invalid_cases_name_the_field() {
     );
     invalid(
         CASCADE_2,
+        r#""stages": 4"#,
+        r#""stages": 18446744073709551615"#,
+        "stages: 18446744073709551615 is more than the 100000 stages",
+    );
+    invalid(
+        CASCADE_2,
         r#""capacity": 30"#,
         r#""capacity": -30"#,
         "thermals[0].capacity: -30 is negative",

@@ -221,6 +221,12 @@ fn run(cli: &Cli) -> Result<i32, String> {
             if [*hydros, *stages, *openings].contains(&0) {
                 return Err("--hydros, --stages and --openings must be at least 1".into());
             }
+            if *stages > cobre_shm_sddp::case::MAX_STAGES {
+                return Err(format!(
+                    "--stages {stages} is more than the {} stages a case may have",
+                    cobre_shm_sddp::case::MAX_STAGES
+                ));
+            }
             // The file holds a mean and a deviation per (stage, hydro); the
             // tree openings × stages × hydros inflows.
             const MAX_VALUES: usize = 1 << 26;

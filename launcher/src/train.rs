@@ -405,11 +405,39 @@ pub fn run(
                 )
             })?;
             crate::log::init(comm.rank(), v);
-            let prepared = match prepare(args, threads, 1, threads) {
-                Ok(p) => p,
+            let prepared = prepare(args, threads, 1, threads);
+            // Every rank reaches this agreement (preparing is local), so a
+            // failure anywhere ends the job through MPI_Finalize on every
+            // rank, with each failing rank's reason printed, instead of an
+            // MPI_Abort that can cut off the launcher's output forwarding.
+            let failed = u32::from(prepared.is_err());
+            let mut any_failed = [0u32];
+            if let Err(e) = cobre_comm::Communicator::allreduce(
+                &comm,
+                &[failed],
+                &mut any_failed,
+                cobre_comm::ReduceOp::Max,
+            ) {
+                crate::launch::line(&format!(
+                    "cobre-shm: rank {}: cannot agree on the case with the other ranks: {e}",
+                    comm.rank()
+                ));
+                cobre_comm::Communicator::abort(&comm, 2)
+            }
+            let prepared = match prepared {
+                Ok(p) if any_failed[0] == 0 => p,
+                Ok(_) => {
+                    crate::launch::line(&format!(
+                        "cobre-shm: rank {}: stopping: another rank could not prepare the case",
+                        comm.rank()
+                    ));
+                    drop(comm);
+                    return Ok(2);
+                }
                 Err(msg) => {
                     crate::launch::line(&format!("cobre-shm: rank {}: {msg}", comm.rank()));
-                    cobre_comm::Communicator::abort(&comm, 2)
+                    drop(comm);
+                    return Ok(2);
                 }
             };
             let code = run_rank(&comm, &prepared, prepared.opts.threads, v);

@@ -250,6 +250,10 @@ pub struct Case {
 /// while reading the case, naming the field, instead of exhausting memory.
 pub const MAX_TREE_VALUES: usize = 1 << 28;
 
+/// Most stages a case may have (per-stage data is expanded to one value
+/// per stage before anything else is sized, so the count is bounded first).
+pub const MAX_STAGES: usize = 100_000;
+
 /// Why a case was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
@@ -378,6 +382,15 @@ impl Case {
         let t_count = f.stages;
         if t_count == 0 {
             return c.fail("stages", "must be at least 1");
+        }
+        if t_count > MAX_STAGES {
+            return c.fail(
+                "stages",
+                format!(
+                    "{t_count} is more than the {MAX_STAGES} stages a case may have; \
+                     shorten the horizon or use longer stages"
+                ),
+            );
         }
         if f.hydros.is_empty() {
             return c.fail("hydros", "at least one hydro plant is needed");
