@@ -267,6 +267,10 @@ impl Job {
         let total: usize = counts.iter().sum();
         let elem = size_of::<T>();
         let window = self.window::<T>(op)?;
+        let slot_bytes = (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1);
+        if total > window && slot_bytes >= elem {
+            return self.gather_slotted(send, recv, counts, displs, slot_bytes, sig, op);
+        }
         let my_start: usize = counts[..me].iter().sum();
         let my_end = my_start + counts[me];
         let mut w0 = 0;
@@ -296,6 +300,47 @@ impl Job {
                 start += c;
             }
             w0 = w1;
+        }
+        Ok(())
+    }
+
+    /// `allgatherv` larger than a staging buffer: the buffer is cut into
+    /// one line-aligned slot of `slot_bytes` per rank, and in every step each
+    /// rank publishes the next piece of its own block in its slot and reads
+    /// the peers' pieces, so all ranks copy at once in every step instead of
+    /// waiting for the window that holds their block.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_slotted<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        slot_bytes: usize,
+        sig: u32,
+        op: &'static str,
+    ) -> Result<(), CommError> {
+        let slot = slot_bytes / size_of::<T>();
+        let steps = counts.iter().map(|c| c.div_ceil(slot)).max().unwrap_or(0);
+        let piece = |count: usize, k: usize| {
+            let lo = k.saturating_mul(slot).min(count);
+            (lo, lo.saturating_add(slot).min(count))
+        };
+        for k in 0..steps {
+            let buf = self.staging(self.epoch());
+            let seg = self.control.segment();
+            let (lo, hi) = piece(counts[self.rank], k);
+            if lo < hi {
+                wire::put(seg, buf + self.rank * slot_bytes, &send[lo..hi]);
+            }
+            self.barrier(sig, op)?;
+            for r in (0..self.size).filter(|&r| r != self.rank) {
+                let (lo, hi) = piece(counts[r], k);
+                if lo < hi {
+                    let at = displs[r];
+                    wire::get(seg, buf + r * slot_bytes, &mut recv[at + lo..at + hi]);
+                }
+            }
         }
         Ok(())
     }
@@ -497,8 +542,17 @@ mod protocol_tests {
             for round in 0..rounds() {
                 job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
                     .expect("barrier");
-                // 700 u64 per rank: 2100 × 8 bytes spans several 4 KiB windows.
-                let counts: Vec<usize> = (0..n).map(|q| 1 + (q * 349 + round) % 700).collect();
+                // Up to 700 u64 per rank: 2100 × 8 bytes spans several 4 KiB
+                // windows; every other round rank 1 sends nothing.
+                let counts: Vec<usize> = (0..n)
+                    .map(|q| {
+                        if q == 1 && round % 2 == 1 {
+                            0
+                        } else {
+                            1 + (q * 349 + round) % 700
+                        }
+                    })
+                    .collect();
                 let displs = cobre_comm::prefix_displs(&counts);
                 let mine: Vec<u64> = (0..counts[r]).map(|i| (r * 1_000_000 + i) as u64).collect();
                 let mut all = vec![0u64; counts.iter().sum()];

@@ -292,7 +292,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
             return bench::run(args, cli.quiet);
         }
         Some(Command::BenchRank { sizes }) => {
-            return bench::rank_main(sizes, std::env::var_os("COBRE_BENCH_QUICK").is_some());
+            return bench::rank_main(sizes, bench::Kernel::from_env());
         }
         Some(Command::Train(_) | Command::Run(_)) | None => {}
     }

@@ -92,6 +92,32 @@ fn measure<C: Communicator>(
     Ok(median(per))
 }
 
+/// How the measuring kernels run; passed to them (the Rust rank and the C
+/// program alike) as environment variables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kernel {
+    /// Fewer, shorter batches (`COBRE_BENCH_QUICK`).
+    pub quick: bool,
+    /// Every sender rewrites its buffer before every call, as an
+    /// application sends data it just produced (`COBRE_BENCH_FRESH`);
+    /// otherwise buffers are reused unchanged, as OSU and IMB do.
+    pub fresh: bool,
+}
+
+impl Kernel {
+    /// The variables' meaning in a kernel process.
+    #[must_use]
+    pub fn from_env() -> Self {
+        Self {
+            quick: std::env::var_os(ENV_QUICK).is_some(),
+            fresh: std::env::var_os(ENV_FRESH).is_some(),
+        }
+    }
+}
+
+const ENV_QUICK: &str = "COBRE_BENCH_QUICK";
+const ENV_FRESH: &str = "COBRE_BENCH_FRESH";
+
 /// Every operation at every size, on `c` (collective).
 ///
 /// # Errors
@@ -99,30 +125,52 @@ fn measure<C: Communicator>(
 pub fn measure_all<C: Communicator>(
     c: &C,
     sizes: &[u64],
-    quick: bool,
+    k: Kernel,
 ) -> Result<Vec<Point>, CommError> {
     let n = c.size();
+    let quick = k.quick;
     let point = |op: &str, bytes: u64, us: f64| Point {
         op: op.to_string(),
         bytes,
         us,
     };
+    // A new value per call when buffers are fresh: the writes cannot be
+    // skipped and every call moves data the sender just wrote.
+    let mut stamp = 0.0f64;
+    let mut rewrite = move |buf: &mut [f64], sender: bool| {
+        if k.fresh && sender {
+            stamp += 1.0;
+            buf.fill(stamp);
+        }
+    };
     let mut out = vec![point("barrier", 0, measure(c, quick, || c.barrier())?)];
     for &bytes in sizes {
         let elems = usize::try_from(bytes / 8).unwrap_or(usize::MAX).max(1);
-        let send = vec![1.0f64; elems];
-        let mut recv = vec![0.0f64; elems];
-        let us = measure(c, quick, || c.allreduce(&send, &mut recv, ReduceOp::Sum))?;
+        // Every buffer is written before it is measured (no zero-value
+        // `vec!`, which maps untouched zero pages that reads find in cache).
+        let mut send = vec![1.0 + c.rank() as f64; elems];
+        let mut recv = vec![0.5f64; elems];
+        let us = measure(c, quick, || {
+            rewrite(&mut send, true);
+            c.allreduce(&send, &mut recv, ReduceOp::Sum)
+        })?;
         out.push(point("allreduce", bytes, us));
         let per = (elems / n).max(1);
         let counts = vec![per; n];
         let displs = cobre_comm::prefix_displs(&counts);
-        let mine = vec![c.rank() as f64; per];
-        let mut all = vec![0.0f64; per * n];
-        let us = measure(c, quick, || c.allgatherv(&mine, &mut all, &counts, &displs))?;
+        let mut mine = vec![1.0 + c.rank() as f64; per];
+        let mut all = vec![0.5f64; per * n];
+        let us = measure(c, quick, || {
+            rewrite(&mut mine, true);
+            c.allgatherv(&mine, &mut all, &counts, &displs)
+        })?;
         out.push(point("allgatherv", bytes, us));
         let mut buf = vec![0.5f64; elems];
-        let us = measure(c, quick, || c.broadcast(&mut buf, 0))?;
+        let root = c.rank() == 0;
+        let us = measure(c, quick, || {
+            rewrite(&mut buf, root);
+            c.broadcast(&mut buf, 0)
+        })?;
         out.push(point("broadcast", bytes, us));
     }
     Ok(out)
@@ -133,9 +181,9 @@ pub fn measure_all<C: Communicator>(
 ///
 /// # Errors
 /// When the communicator cannot be created or a collective fails.
-pub fn rank_main(sizes: &[u64], quick: bool) -> Result<i32, String> {
+pub fn rank_main(sizes: &[u64], k: Kernel) -> Result<i32, String> {
     let comm = cobre_shm::create_communicator().map_err(|e| e.to_string())?;
-    let points = measure_all(&comm, sizes, quick).map_err(|e| e.to_string())?;
+    let points = measure_all(&comm, sizes, k).map_err(|e| e.to_string())?;
     if comm.rank() == 0 {
         for p in points {
             println!("RESULT\t{}\t{}\t{:.4}", p.op, p.bytes, p.us);
@@ -222,9 +270,12 @@ pub fn failure(o: &std::process::Output) -> String {
 }
 
 /// Run `cmd` for its `RESULT` lines.
-fn run(backend: Backend, ranks: usize, mut cmd: Command, quick: bool) -> Sweep {
-    if quick {
-        cmd.env("COBRE_BENCH_QUICK", "1");
+fn run(backend: Backend, ranks: usize, mut cmd: Command, k: Kernel) -> Sweep {
+    if k.quick {
+        cmd.env(ENV_QUICK, "1");
+    }
+    if k.fresh {
+        cmd.env(ENV_FRESH, "1");
     }
     let command = shell_line(&cmd);
     cmd.stdin(Stdio::null())
@@ -260,36 +311,89 @@ fn sizes_arg(sizes: &[u64]) -> String {
 
 /// The shm sweep at `ranks`.
 #[must_use]
-pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     let mut cmd = Command::new(exe);
     cmd.args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
         .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
-    run(Backend::Shm, ranks, cmd, quick)
+    run(Backend::Shm, ranks, cmd, k)
 }
 
 /// The shm sweep at `ranks` with every message through the staging buffers
 /// (`COBRE_SHM_CMA_MIN_BYTES=0`).
 #[must_use]
-pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     let mut cmd = Command::new(exe);
     cmd.env(cobre_shm::config::ENV_CMA_MIN, "0")
         .args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
         .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
-    run(Backend::ShmStaged, ranks, cmd, quick)
+    run(Backend::ShmStaged, ranks, cmd, k)
 }
 
 /// This binary under `mpi`'s `mpiexec` (cobre-comm's MPI backend).
 #[must_use]
-pub fn cobre_comm_mpi(exe: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+pub fn cobre_comm_mpi(exe: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     let mut cmd = mpi.mpiexec(ranks);
     cmd.arg(exe)
         .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
-    run(
-        Backend::CobreCommMpi(mpi.label.to_string()),
-        ranks,
-        cmd,
-        quick,
-    )
+    run(Backend::CobreCommMpi(mpi.label.to_string()), ranks, cmd, k)
+}
+
+/// Merge rounds of sweeps (each round the same backends in the same
+/// order) into one sweep per backend whose points are the medians over
+/// the rounds that measured them; a failed round is named in `error`.
+#[must_use]
+pub fn merge_rounds(rounds: Vec<Vec<Sweep>>) -> Vec<Sweep> {
+    let total = rounds.len();
+    let mut merged: Vec<(Sweep, Vec<Vec<Point>>)> = Vec::new();
+    for (i, round) in rounds.into_iter().enumerate() {
+        for (k, w) in round.into_iter().enumerate() {
+            if k == merged.len() {
+                merged.push((
+                    Sweep {
+                        points: Vec::new(),
+                        error: None,
+                        ..w.clone()
+                    },
+                    Vec::new(),
+                ));
+            }
+            let (into, points) = &mut merged[k];
+            if let Some(e) = w.error {
+                let note = if total > 1 {
+                    format!("round {} of {total}: {e}", i + 1)
+                } else {
+                    e
+                };
+                into.error.get_or_insert(note);
+            }
+            if !w.points.is_empty() {
+                points.push(w.points);
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut w, runs)| {
+            if let Some(first) = runs.first() {
+                w.points = first
+                    .iter()
+                    .map(|p| Point {
+                        op: p.op.clone(),
+                        bytes: p.bytes,
+                        us: median(
+                            runs.iter()
+                                .filter_map(|r| {
+                                    r.iter().find(|q| q.op == p.op && q.bytes == p.bytes)
+                                })
+                                .map(|q| q.us)
+                                .collect(),
+                        ),
+                    })
+                    .collect();
+            }
+            w
+        })
+        .collect()
 }
 
 /// Write out the C program and build it with `mpi`'s `mpicc` in `dir`.
@@ -319,10 +423,10 @@ pub fn build_native(mpi: &Mpi, dir: &Path) -> Result<PathBuf, String> {
 
 /// The C program on `mpi`.
 #[must_use]
-pub fn native(program: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], quick: bool) -> Sweep {
+pub fn native(program: &Path, mpi: &Mpi, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     let mut cmd = mpi.mpiexec(ranks);
     cmd.arg(program).args(sizes.iter().map(u64::to_string));
-    run(Backend::Native(mpi.label.to_string()), ranks, cmd, quick)
+    run(Backend::Native(mpi.label.to_string()), ranks, cmd, k)
 }
 
 #[cfg(test)]
@@ -331,7 +435,15 @@ mod tests {
 
     #[test]
     fn the_local_backend_measures_every_point() {
-        let points = measure_all(&cobre_comm::LocalBackend, &[8, 4096], true).expect("measure");
+        let points = measure_all(
+            &cobre_comm::LocalBackend,
+            &[8, 4096],
+            Kernel {
+                quick: true,
+                fresh: true,
+            },
+        )
+        .expect("measure");
         let ops: Vec<(&str, u64)> = points.iter().map(|p| (p.op.as_str(), p.bytes)).collect();
         assert_eq!(
             ops,
@@ -352,5 +464,41 @@ mod tests {
             .collect();
         let back = parse(&(text + "noise\nRESULT\tbad\n"));
         assert_eq!(back.len(), points.len());
+    }
+
+    fn sweep(us: &[f64], error: Option<&str>) -> Sweep {
+        Sweep {
+            backend: Backend::Shm,
+            ranks: 2,
+            command: "cmd".into(),
+            points: us
+                .iter()
+                .enumerate()
+                .map(|(i, &us)| Point {
+                    op: "broadcast".into(),
+                    bytes: 8 << i,
+                    us,
+                })
+                .collect(),
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn rounds_merge_into_medians_and_name_a_failed_round() {
+        let rounds = vec![
+            vec![sweep(&[1.0, 10.0], None), sweep(&[5.0], None)],
+            vec![sweep(&[3.0, 30.0], None), sweep(&[], Some("died"))],
+            vec![sweep(&[2.0, 90.0], None), sweep(&[7.0], None)],
+        ];
+        let merged = merge_rounds(rounds);
+        assert_eq!(merged.len(), 2);
+        let us: Vec<f64> = merged[0].points.iter().map(|p| p.us).collect();
+        assert_eq!(us, [2.0, 30.0]);
+        assert_eq!(merged[0].error, None);
+        assert_eq!(merged[1].points.len(), 1);
+        // Upper median of the two rounds that measured it.
+        assert!((merged[1].points[0].us - 7.0).abs() < 1e-12);
+        assert_eq!(merged[1].error.as_deref(), Some("round 2 of 3: died"));
     }
 }

@@ -17,7 +17,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use collectives::rank_main;
+pub use collectives::{rank_main, Kernel};
 
 use cobre_shm::topology::Topology;
 use collectives::Sweep;
@@ -59,6 +59,14 @@ pub struct BenchArgs {
     /// (--quick), 16 MiB, or 64 MiB (--full)]
     #[arg(long, value_delimiter = ',', value_name = "BYTES,…")]
     pub sizes: Vec<u64>,
+    /// Senders rewrite their buffers before every collective call (data an
+    /// application just produced) instead of reusing them unchanged
+    #[arg(long)]
+    pub fresh_buffers: bool,
+    /// Rounds of the collectives sweeps, taking the backends in turn; each
+    /// point is the median over rounds (for shared, noisy machines)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100), value_name = "N")]
+    pub repeat: u16,
     /// Only these sections [default: all]
     #[arg(long, value_delimiter = ',', value_name = "SECTION,…")]
     pub only: Vec<Section>,
@@ -197,6 +205,8 @@ pub struct Results {
     pub mpi: Vec<TrainRun>,
     /// Why MPI columns are missing, if they are.
     pub mpi_note: Option<String>,
+    /// Senders rewrote their buffers before every collective call.
+    pub fresh_buffers: bool,
 }
 
 /// CPUs this process may run on, in order.
@@ -316,6 +326,8 @@ pub fn run(args: &BenchArgs, quiet: bool) -> Result<i32, String> {
         sizes: &sizes,
         scratch: &scratch,
         quiet,
+        fresh: args.fresh_buffers,
+        repeat: usize::from(args.repeat),
     });
     let _ = std::fs::remove_dir_all(&scratch);
     let results = result?;
@@ -336,6 +348,63 @@ struct Plan<'a> {
     sizes: &'a [u64],
     scratch: &'a Path,
     quiet: bool,
+    fresh: bool,
+    repeat: usize,
+}
+
+/// Every backend's collectives sweep at every rank count, in `p.repeat`
+/// rounds that take the backends in turn (a slow spell of a shared machine
+/// then hits every column alike), merged point by point into medians.
+fn collective_sweeps(
+    p: &Plan<'_>,
+    kernel: Kernel,
+    mpis: &[mpi::Mpi],
+    linked: Option<&mpi::Mpi>,
+    progress: &mut Progress,
+) -> Vec<Sweep> {
+    let natives: Vec<(mpi::Mpi, Result<PathBuf, String>)> = mpis
+        .iter()
+        .map(|m| (m.clone(), collectives::build_native(m, p.scratch)))
+        .collect();
+    let mut out = Vec::new();
+    for &r in p.rank_counts {
+        let mut rounds = Vec::with_capacity(p.repeat);
+        for round in 1..=p.repeat {
+            let of = if p.repeat > 1 {
+                format!(" (round {round} of {})", p.repeat)
+            } else {
+                String::new()
+            };
+            let mut one = Vec::new();
+            progress.step(&format!("collectives: {r} ranks, shm{of}"));
+            one.push(collectives::shm(p.exe, r, p.sizes, kernel));
+            progress.step(&format!("collectives: {r} ranks, shm staged{of}"));
+            one.push(collectives::shm_staged(p.exe, r, p.sizes, kernel));
+            if let Some(m) = linked {
+                progress.step(&format!(
+                    "collectives: {r} ranks, {} via cobre-comm{of}",
+                    m.label
+                ));
+                one.push(collectives::cobre_comm_mpi(p.exe, m, r, p.sizes, kernel));
+            }
+            for (m, built) in &natives {
+                progress.step(&format!("collectives: {r} ranks, {} (C){of}", m.label));
+                one.push(match built {
+                    Ok(prog) => collectives::native(prog, m, r, p.sizes, kernel),
+                    Err(e) => Sweep {
+                        backend: collectives::Backend::Native(m.label.to_string()),
+                        ranks: r,
+                        command: String::new(),
+                        points: Vec::new(),
+                        error: Some(e.clone()),
+                    },
+                });
+            }
+            rounds.push(one);
+        }
+        out.extend(collectives::merge_rounds(rounds));
+    }
+    out
 }
 
 fn measure(p: &Plan<'_>) -> Result<Results, String> {
@@ -366,7 +435,7 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
     let per_count = 2 + mpis.len() + usize::from(linked.is_some());
     let total = usize::from((p.want)(Section::Machine))
         + if (p.want)(Section::Collectives) {
-            p.rank_counts.len() * per_count
+            p.rank_counts.len() * per_count * p.repeat
         } else {
             0
         }
@@ -405,8 +474,13 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         numa: Vec::new(),
         mpi: Vec::new(),
         mpi_note,
+        fresh_buffers: p.fresh,
     };
     let quick = p.mode == Mode::Quick;
+    let kernel = Kernel {
+        quick,
+        fresh: p.fresh,
+    };
     if (p.want)(Section::Machine) {
         progress.step("machine: memcpy and cache-line round trip");
         results.machine = Some(Machine {
@@ -422,42 +496,7 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         });
     }
     if (p.want)(Section::Collectives) {
-        let natives: Vec<(mpi::Mpi, Result<PathBuf, String>)> = mpis
-            .iter()
-            .map(|m| (m.clone(), collectives::build_native(m, p.scratch)))
-            .collect();
-        for &r in p.rank_counts {
-            progress.step(&format!("collectives: {r} ranks, shm"));
-            results
-                .sweeps
-                .push(collectives::shm(p.exe, r, p.sizes, quick));
-            progress.step(&format!("collectives: {r} ranks, shm staged"));
-            results
-                .sweeps
-                .push(collectives::shm_staged(p.exe, r, p.sizes, quick));
-            if let Some(m) = &linked {
-                progress.step(&format!(
-                    "collectives: {r} ranks, {} via cobre-comm",
-                    m.label
-                ));
-                results
-                    .sweeps
-                    .push(collectives::cobre_comm_mpi(p.exe, m, r, p.sizes, quick));
-            }
-            for (m, built) in &natives {
-                progress.step(&format!("collectives: {r} ranks, {} (C)", m.label));
-                results.sweeps.push(match built {
-                    Ok(prog) => collectives::native(prog, m, r, p.sizes, quick),
-                    Err(e) => Sweep {
-                        backend: collectives::Backend::Native(m.label.to_string()),
-                        ranks: r,
-                        command: String::new(),
-                        points: Vec::new(),
-                        error: Some(e.clone()),
-                    },
-                });
-            }
-        }
+        results.sweeps = collective_sweeps(p, kernel, &mpis, linked.as_ref(), &mut progress);
     }
     let case = p.scratch.join("case.json");
     let spec = cobre_shm_sddp::generate::GenerateSpec {

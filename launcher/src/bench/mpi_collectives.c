@@ -3,11 +3,22 @@
  * rank 0 calibrates a batch size and broadcasts it, then the median over
  * batches of the mean time per call in a batch is printed as
  * "RESULT\t<operation>\t<bytes>\t<microseconds>".
- * Usage: mpi_collectives BYTES... (COBRE_BENCH_QUICK set: fewer batches).
+ * Usage: mpi_collectives BYTES... (COBRE_BENCH_QUICK set: fewer batches;
+ * COBRE_BENCH_FRESH set: every sender rewrites its buffer before every call).
  * `cobre-shm bench` writes this file out and builds it with each MPI's mpicc. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* Buffers are written before they are measured: calloc'd pages that were
+ * never written all map the kernel's zero page, which every read finds in
+ * cache, and would flatter whoever reads them. */
+static double *filled(size_t n, double v) {
+    double *p = malloc(n * sizeof(double));
+    if (!p) { fprintf(stderr, "out of memory\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return p;
+}
 
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -16,22 +27,34 @@ static int cmp(const void *a, const void *b) {
 
 typedef void (*op_fn)(void *);
 
+/* Fresh buffers: a new value per call, written by every sender. */
+static int fresh;
+static double stamp;
+static void rewrite(double *buf, int n, int sender) {
+    if (!fresh || !sender) return;
+    stamp += 1.0;
+    for (int i = 0; i < n; i++) buf[i] = stamp;
+}
+
 struct ag { double *send, *recv; int *counts, *displs; int per; };
 struct ar { double *send, *recv; int n; };
-struct bc { double *buf; int n; };
+struct bc { double *buf; int n; int root; };
 
 static void do_barrier(void *s) { (void)s; MPI_Barrier(MPI_COMM_WORLD); }
 static void do_allreduce(void *s) {
     struct ar *a = s;
+    rewrite(a->send, a->n, 1);
     MPI_Allreduce(a->send, a->recv, a->n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
 static void do_allgatherv(void *s) {
     struct ag *a = s;
+    rewrite(a->send, a->per, 1);
     MPI_Allgatherv(a->send, a->per, MPI_DOUBLE, a->recv, a->counts, a->displs, MPI_DOUBLE,
                    MPI_COMM_WORLD);
 }
 static void do_bcast(void *s) {
     struct bc *b = s;
+    rewrite(b->buf, b->n, b->root);
     MPI_Bcast(b->buf, b->n, MPI_DOUBLE, 0, MPI_COMM_WORLD);
 }
 
@@ -76,6 +99,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &n);
     int quick = getenv("COBRE_BENCH_QUICK") != NULL;
+    fresh = getenv("COBRE_BENCH_FRESH") != NULL;
 
     double us = measure(do_barrier, NULL, quick);
     if (rank == 0) printf("RESULT\tbarrier\t0\t%.4f\n", us);
@@ -85,8 +109,8 @@ int main(int argc, char **argv) {
 
         struct ar r;
         r.n = elems;
-        r.send = calloc(elems, sizeof(double));
-        r.recv = calloc(elems, sizeof(double));
+        r.send = filled(elems, 1.0 + rank);
+        r.recv = filled(elems, 0.5);
         us = measure(do_allreduce, &r, quick);
         if (rank == 0) printf("RESULT\tallreduce\t%ld\t%.4f\n", bytes, us);
         free(r.send);
@@ -94,8 +118,8 @@ int main(int argc, char **argv) {
 
         struct ag g;
         g.per = elems / n > 0 ? elems / n : 1;
-        g.send = calloc(g.per, sizeof(double));
-        g.recv = calloc((size_t)g.per * n, sizeof(double));
+        g.send = filled(g.per, 1.0 + rank);
+        g.recv = filled((size_t)g.per * n, 0.5);
         g.counts = malloc(sizeof(int) * n);
         g.displs = malloc(sizeof(int) * n);
         for (int q = 0; q < n; q++) { g.counts[q] = g.per; g.displs[q] = q * g.per; }
@@ -103,7 +127,7 @@ int main(int argc, char **argv) {
         if (rank == 0) printf("RESULT\tallgatherv\t%ld\t%.4f\n", bytes, us);
         free(g.send); free(g.recv); free(g.counts); free(g.displs);
 
-        struct bc b = {calloc(elems, sizeof(double)), elems};
+        struct bc b = {filled(elems, 0.5), elems, rank == 0};
         us = measure(do_bcast, &b, quick);
         if (rank == 0) printf("RESULT\tbroadcast\t%ld\t%.4f\n", bytes, us);
         free(b.buf);

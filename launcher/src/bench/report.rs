@@ -72,6 +72,18 @@ fn collectives_md(s: &mut String, r: &Results) {
          faster. `shm staged` is shm with single-copy cross-memory reads off \
          (`COBRE_SHM_CMA_MIN_BYTES=0`: every byte through the staging buffers).\n"
     );
+    let _ = writeln!(
+        s,
+        "{}\n",
+        if r.fresh_buffers {
+            "Buffers: fresh (`--fresh-buffers`): every sender rewrites its buffer before \
+             every call, as an application sends data it just produced; the rewrite is in \
+             every column's time."
+        } else {
+            "Buffers: reused unchanged from call to call, as OSU and IMB measure \
+             (`--fresh-buffers` measures data the sender just wrote)."
+        }
+    );
     let all_backends = backends(&r.sweeps);
     let counts: BTreeSet<usize> = r.sweeps.iter().map(|w| w.ranks).collect();
     for &n in &counts {
@@ -437,6 +449,7 @@ fn json(r: &Results) -> Value {
     json!({
         "command": r.command,
         "mode": r.mode.name(),
+        "fresh_buffers": r.fresh_buffers,
         "started": r.started,
         "version": env!("CARGO_PKG_VERSION"),
         "machine": r.machine.as_ref().map(|m| json!({
