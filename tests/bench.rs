@@ -30,6 +30,9 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
             "8,65536",
             "--only",
             "machine,collectives,sddp,memory",
+            "--repeat",
+            "2",
+            "--fresh-buffers",
             "--output",
         ])
         .arg(&out)
@@ -55,6 +58,15 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
         .find(|c| c["backend"] == "shm")
         .expect("shm sweep");
     assert!(shm["error"].is_null(), "{shm}");
+    assert_eq!(results["fresh_buffers"], true);
+    assert!(
+        report.contains("Buffers: fresh"),
+        "buffer pattern not stated"
+    );
+    assert!(
+        stderr.contains("(round 2 of 2)"),
+        "two interleaved rounds: {stderr}"
+    );
     let points = shm["points"].as_array().expect("points");
     assert_eq!(points.len(), 1 + 3 * 2, "barrier + 3 operations × 2 sizes");
     for p in points {
