@@ -421,13 +421,14 @@ impl Supervisor<'_> {
         });
     }
 
-    /// Reap every rank that ended; the first failure stops the job.
+    /// Reap every rank that ended; a failure stops the job.
     fn reap(&mut self) {
+        let mut failed = Vec::new();
         loop {
             let (pid, end) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, End::Code(code)),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, End::Signal(sig as i32)),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
             let Some(rank) = self.pids.iter().position(|p| *p == pid) else {
@@ -435,13 +436,38 @@ impl Supervisor<'_> {
             };
             self.ends[rank] = Some(end);
             if end.failed() {
-                self.begin_stop(Stop::RankFailed {
+                failed.push(Stop::RankFailed {
                     rank,
                     pid: pid.as_raw(),
                     end,
                 });
             }
         }
+        if let Some(cause) = self.cause_of(&failed) {
+            self.begin_stop(cause);
+        }
+    }
+
+    /// Which of the failures reaped together started it: when a rank failed
+    /// because it saw another one die (both reaped at once, in the order
+    /// `waitpid` returns them), the abort record the ranks left names the
+    /// one that died first.
+    fn cause_of(&self, failed: &[Stop]) -> Option<Stop> {
+        let first = *failed.first()?;
+        if failed.len() == 1 || self.stop.is_some() {
+            return Some(first);
+        }
+        let subject = self
+            .control
+            .abort_record()
+            .map(|rec| rec.subject_rank as usize);
+        Some(
+            failed
+                .iter()
+                .copied()
+                .find(|f| matches!(f, Stop::RankFailed { rank, .. } if Some(*rank) == subject))
+                .unwrap_or(first),
+        )
     }
 
     /// How long to wait for the next event.
