@@ -100,6 +100,17 @@ fn share(m: usize, rank: usize, size: usize, elem: usize) -> (usize, usize) {
     (lo, lo.saturating_add(per).min(m))
 }
 
+/// The arguments every rank of one `allgatherv` shares, validated: each
+/// rank's block length and place in the receive buffer, and the barrier
+/// signature and operation name.
+#[derive(Clone, Copy)]
+struct Blocks<'a> {
+    counts: &'a [usize],
+    displs: &'a [usize],
+    sig: u32,
+    op: &'static str,
+}
+
 impl Job {
     fn staging(&self, parity_epoch: u32) -> usize {
         self.control
@@ -109,6 +120,12 @@ impl Job {
 
     fn staging_bytes(&self) -> usize {
         self.control.layout().staging_bytes
+    }
+
+    /// Bytes of one rank's slot when a staging buffer is shared out among
+    /// the ranks: whole hot lines, so no two ranks write one line.
+    fn slot_bytes(&self) -> usize {
+        (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1)
     }
 
     /// Elements of `T` per window.
@@ -141,7 +158,13 @@ impl Job {
         for &c in counts {
             sig = sig.mix(c as u64);
         }
-        self.gather(send, recv, counts, displs, sig.finish(), "allgatherv", true)
+        let blocks = Blocks {
+            counts,
+            displs,
+            sig: sig.finish(),
+            op: "allgatherv",
+        };
+        self.gather(send, recv, blocks, true)
     }
 
     /// Every rank's `word`, in rank order, through one barrier with `sig`.
@@ -169,7 +192,13 @@ impl Job {
         let counts = vec![N; self.size];
         let displs: Vec<usize> = (0..self.size).map(|r| r * N).collect();
         // Always staged: the single-copy path itself exchanges addresses here.
-        self.gather(&words, &mut out, &counts, &displs, sig, op, false)?;
+        let blocks = Blocks {
+            counts: &counts,
+            displs: &displs,
+            sig,
+            op,
+        };
+        self.gather(&words, &mut out, blocks, false)?;
         Ok(out
             .chunks_exact(N)
             .map(|c| {
@@ -188,31 +217,28 @@ impl Job {
 
     /// The `allgatherv` protocol on validated arguments; cross-memory reads
     /// only when `single_copy_allowed`.
-    #[allow(clippy::too_many_arguments)]
     fn gather<T: Copy + 'static>(
         &self,
         send: &[T],
         recv: &mut [T],
-        counts: &[usize],
-        displs: &[usize],
-        sig: u32,
-        op: &'static str,
+        b: Blocks<'_>,
         single_copy_allowed: bool,
     ) -> Result<(), CommError> {
+        let (counts, displs) = (b.counts, b.displs);
         let me = self.rank;
         recv[displs[me]..displs[me] + counts[me]].copy_from_slice(send);
         let total: usize = counts.iter().sum();
         if self.size == 1 || total == 0 || size_of::<T>() == 0 {
             // Nothing to move (decided from arguments every rank shares):
             // still an implicit barrier.
-            return self.barrier(sig, op);
+            return self.barrier(b.sig, b.op);
         }
         let cma = self
             .single_copy(total.saturating_mul(size_of::<T>()))
             .filter(|_| single_copy_allowed);
         match cma {
-            Some(cma) => self.gather_single_copy(cma, send, recv, counts, displs, sig, op),
-            None => self.gather_staged(send, recv, counts, displs, sig, op),
+            Some(cma) => self.gather_single_copy(cma, send, recv, b),
+            None => self.gather_staged(send, recv, b),
         }
     }
 
@@ -221,17 +247,19 @@ impl Job {
     /// straight into its receive buffer (one copy, all ranks in parallel),
     /// and a second barrier keeps every send buffer alive until all reads
     /// are done.
-    #[allow(clippy::too_many_arguments)]
     fn gather_single_copy<T: Copy + 'static>(
         &self,
         cma: &Cma,
         send: &[T],
         recv: &mut [T],
-        counts: &[usize],
-        displs: &[usize],
-        sig: u32,
-        op: &'static str,
+        b: Blocks<'_>,
     ) -> Result<(), CommError> {
+        let Blocks {
+            counts,
+            displs,
+            sig,
+            op,
+        } = b;
         let addrs = self.exchange_word(send.as_ptr() as u64, sig, op)?;
         let elem = size_of::<T>();
         let bytes = wire::bytes_mut(recv);
@@ -258,18 +286,20 @@ impl Job {
         &self,
         send: &[T],
         recv: &mut [T],
-        counts: &[usize],
-        displs: &[usize],
-        sig: u32,
-        op: &'static str,
+        b: Blocks<'_>,
     ) -> Result<(), CommError> {
+        let Blocks {
+            counts,
+            displs,
+            sig,
+            op,
+        } = b;
         let me = self.rank;
         let total: usize = counts.iter().sum();
         let elem = size_of::<T>();
         let window = self.window::<T>(op)?;
-        let slot_bytes = (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1);
-        if total > window && slot_bytes >= elem {
-            return self.gather_slotted(send, recv, counts, displs, slot_bytes, sig, op);
+        if total > window && self.slot_bytes() >= elem {
+            return self.gather_slotted(send, recv, b);
         }
         let my_start: usize = counts[..me].iter().sum();
         let my_end = my_start + counts[me];
@@ -305,21 +335,18 @@ impl Job {
     }
 
     /// `allgatherv` larger than a staging buffer: the buffer is cut into
-    /// one line-aligned slot of `slot_bytes` per rank, and in every step each
+    /// one [`Self::slot_bytes`] slot per rank, and in every step each
     /// rank publishes the next piece of its own block in its slot and reads
     /// the peers' pieces, so all ranks copy at once in every step instead of
     /// waiting for the window that holds their block.
-    #[allow(clippy::too_many_arguments)]
     fn gather_slotted<T: Copy + 'static>(
         &self,
         send: &[T],
         recv: &mut [T],
-        counts: &[usize],
-        displs: &[usize],
-        slot_bytes: usize,
-        sig: u32,
-        op: &'static str,
+        b: Blocks<'_>,
     ) -> Result<(), CommError> {
+        let (counts, displs) = (b.counts, b.displs);
+        let slot_bytes = self.slot_bytes();
         let slot = slot_bytes / size_of::<T>();
         let steps = counts.iter().map(|c| c.div_ceil(slot)).max().unwrap_or(0);
         let piece = |count: usize, k: usize| {
@@ -333,7 +360,7 @@ impl Job {
             if lo < hi {
                 wire::put(seg, buf + self.rank * slot_bytes, &send[lo..hi]);
             }
-            self.barrier(sig, op)?;
+            self.barrier(b.sig, b.op)?;
             for r in (0..self.size).filter(|&r| r != self.rank) {
                 let (lo, hi) = piece(counts[r], k);
                 if lo < hi {
@@ -398,8 +425,7 @@ impl Job {
             .mix(op as u64)
             .finish();
         let elem = size_of::<T>();
-        // Per-rank slot stride: whole hot lines, so ranks never share a line.
-        let per_rank = (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1);
+        let per_rank = self.slot_bytes();
         let chunk = per_rank / elem;
         if chunk == 0 {
             return Err(collective_failed(

@@ -85,7 +85,7 @@ impl Job {
         } else {
             Vec::new()
         };
-        let job = Self::new(control, cfg, linked);
+        let mut job = Self::new(control, cfg, linked);
         if let Err(e) = job.claim_and_handshake(cfg) {
             job.unlink_linked();
             // We attached, so the segment is this job's; with its creator
@@ -100,7 +100,6 @@ impl Job {
             let _ = Segment::unlink(&cfg.name);
             job.forget_linked(&cfg.name);
         }
-        let mut job = job;
         job.cma = job
             .probe_cma(cfg.cma_min_bytes)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
