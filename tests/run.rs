@@ -61,6 +61,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every file under `a/sub` exists under `b/sub` with the same bytes (and
+/// there is at least one); `context` ends each failure message.
+fn assert_same_files(a: &Path, b: &Path, sub: &str, context: &str) {
+    let files = files_under(&a.join(sub));
+    assert!(!files.is_empty(), "{sub}");
+    for f in files {
+        let rel = f.strip_prefix(a).expect("prefix");
+        assert_eq!(
+            std::fs::read(&f).expect("read"),
+            std::fs::read(b.join(rel)).expect("read"),
+            "{} differs{context}",
+            rel.display()
+        );
+    }
+}
+
 #[test]
 fn one_and_two_ranks_give_the_same_study() {
     let dir = workdir("same");
@@ -102,18 +118,7 @@ fn one_and_two_ranks_give_the_same_study() {
     assert_eq!(results[0].0, results[1].0, "bounds differ");
     assert_eq!(results[0].1, results[1].1, "simulated costs differ");
     // The cuts themselves, byte for byte.
-    let (a, b) = (&results[0].2, &results[1].2);
-    let cuts = files_under(&a.join("policy/cuts"));
-    assert!(!cuts.is_empty());
-    for f in cuts {
-        let rel = f.strip_prefix(a).expect("prefix");
-        assert_eq!(
-            std::fs::read(&f).expect("read"),
-            std::fs::read(b.join(rel)).expect("read"),
-            "{} differs",
-            rel.display()
-        );
-    }
+    assert_same_files(&results[0].2, &results[1].2, "policy/cuts", "");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -310,17 +315,7 @@ fn matches_cobre_run_when_cobre_cli_is_given() {
             assert_eq!(a["cost"], b["cost"], "{f}");
         }
         for sub in ["policy/cuts", "policy/basis"] {
-            let files = files_under(&theirs.join(sub));
-            assert!(!files.is_empty(), "{sub}");
-            for f in files {
-                let rel = f.strip_prefix(&theirs).expect("prefix");
-                assert_eq!(
-                    std::fs::read(&f).expect("read"),
-                    std::fs::read(ours.join(rel)).expect("read"),
-                    "{} differs at {ranks} rank(s)",
-                    rel.display()
-                );
-            }
+            assert_same_files(&theirs, &ours, sub, &format!(" at {ranks} rank(s)"));
         }
     }
     let _ = std::fs::remove_dir_all(dir);
