@@ -309,23 +309,26 @@ fn sizes_arg(sizes: &[u64]) -> String {
         .join(",")
 }
 
-/// The shm sweep at `ranks`.
-#[must_use]
-pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
+/// This launcher running `ranks` shm ranks of the measuring body.
+fn shm_command(exe: &Path, ranks: usize, sizes: &[u64]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
         .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
-    run(Backend::Shm, ranks, cmd, k)
+    cmd
+}
+
+/// The shm sweep at `ranks`.
+#[must_use]
+pub fn shm(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
+    run(Backend::Shm, ranks, shm_command(exe, ranks, sizes), k)
 }
 
 /// The shm sweep at `ranks` with every message through the staging buffers
 /// (`COBRE_SHM_CMA_MIN_BYTES=0`).
 #[must_use]
 pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
-    let mut cmd = Command::new(exe);
-    cmd.env(cobre_shm::config::ENV_CMA_MIN, "0")
-        .args(["-q", "-p", &ranks.to_string(), "--", &exe.to_string_lossy()])
-        .args(["bench-rank", "--sizes", &sizes_arg(sizes)]);
+    let mut cmd = shm_command(exe, ranks, sizes);
+    cmd.env(cobre_shm::config::ENV_CMA_MIN, "0");
     run(Backend::ShmStaged, ranks, cmd, k)
 }
 
@@ -350,9 +353,11 @@ pub fn merge_rounds(rounds: Vec<Vec<Sweep>>) -> Vec<Sweep> {
             if k == merged.len() {
                 merged.push((
                     Sweep {
+                        backend: w.backend.clone(),
+                        ranks: w.ranks,
+                        command: w.command.clone(),
                         points: Vec::new(),
                         error: None,
-                        ..w.clone()
                     },
                     Vec::new(),
                 ));
