@@ -128,6 +128,21 @@ impl Job {
         (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1)
     }
 
+    /// Offset of rank `rank`'s inline area for the next barrier when a
+    /// payload of `len` `T`s fits there (the same answer on every rank:
+    /// `len`, `T` and the epoch are shared). A peer that sees the rank's
+    /// arrival word holds the payload too, so a small collective moves one
+    /// line per rank instead of two.
+    fn inline_area<T>(&self, rank: usize, len: usize) -> Option<usize> {
+        let fits = len.saturating_mul(size_of::<T>()) <= cobre_shm_layout::INLINE_BYTES
+            && std::mem::align_of::<T>() <= 8;
+        fits.then(|| {
+            self.control
+                .layout()
+                .inline_area(rank, self.epoch() as usize & 1)
+        })
+    }
+
     /// Elements of `T` per window.
     fn window<T>(&self, op: &'static str) -> Result<usize, CommError> {
         let per = self.staging_bytes() / size_of::<T>().max(1);
@@ -233,6 +248,12 @@ impl Job {
             // still an implicit barrier.
             return self.barrier(b.sig, b.op);
         }
+        if counts
+            .iter()
+            .all(|&c| self.inline_area::<T>(me, c).is_some())
+        {
+            return self.gather_inline(send, recv, b);
+        }
         let cma = self
             .single_copy(total.saturating_mul(size_of::<T>()))
             .filter(|_| single_copy_allowed);
@@ -240,6 +261,27 @@ impl Job {
             Some(cma) => self.gather_single_copy(cma, send, recv, b),
             None => self.gather_staged(send, recv, b),
         }
+    }
+
+    /// `allgatherv` of blocks that each fit an inline area: every rank
+    /// publishes its block beside its arrival word, and peers copy it from
+    /// the line they read to see the arrival.
+    fn gather_inline<T: Copy + 'static>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        b: Blocks<'_>,
+    ) -> Result<(), CommError> {
+        let seg = self.control.segment();
+        let parity = self.epoch() as usize & 1;
+        let at = |r| self.control.layout().inline_area(r, parity);
+        wire::put(seg, at(self.rank), send);
+        self.barrier(b.sig, b.op)?;
+        for r in (0..self.size).filter(|&r| r != self.rank) {
+            let d = b.displs[r];
+            wire::get(seg, at(r), &mut recv[d..d + b.counts[r]]);
+        }
+        Ok(())
     }
 
     /// `allgatherv` by cross-memory reads: the ranks exchange the addresses
@@ -392,6 +434,17 @@ impl Job {
         if buf.is_empty() || size_of::<T>() == 0 || self.size == 1 {
             return self.barrier(sig, OP);
         }
+        if let Some(area) = self.inline_area::<T>(root, buf.len()) {
+            let seg = self.control.segment();
+            if self.rank == root {
+                wire::put(seg, area, buf);
+            }
+            self.barrier(sig, OP)?;
+            if self.rank != root {
+                wire::get(seg, area, buf);
+            }
+            return Ok(());
+        }
         // No single-copy path: the staging buffers' two copies stay in
         // cache and were faster than cross-memory reads at every size
         // measured (benches/README.md, "Collectives").
@@ -424,6 +477,19 @@ impl Job {
             .mix(send.len() as u64)
             .mix(op as u64)
             .finish();
+        if self.inline_area::<T>(self.rank, send.len()).is_some() {
+            let seg = self.control.segment();
+            let parity = self.epoch() as usize & 1;
+            wire::put(
+                seg,
+                self.control.layout().inline_area(self.rank, parity),
+                send,
+            );
+            self.barrier(sig, OP)?;
+            let at = |r| self.control.layout().inline_area(r, parity);
+            self.fold_in_rank_order(&reducer, recv, send, at);
+            return Ok(());
+        }
         let elem = size_of::<T>();
         let per_rank = self.slot_bytes();
         let chunk = per_rank / elem;
@@ -456,28 +522,40 @@ impl Job {
             };
             let out = &mut recv[i0 + lo..i0 + hi];
             let mine = &send[i0 + lo..i0 + hi];
-            // Every element is folded in rank order 0, 1, …, R-1, whoever
-            // folds it: the result does not depend on the path or the chunk.
-            for r in 0..self.size {
-                let slot = buf + r * per_rank + lo * elem;
-                if r == 0 {
-                    if r == self.rank {
-                        out.copy_from_slice(mine);
-                    } else {
-                        wire::get(seg, slot, out);
-                    }
-                } else if r == self.rank {
-                    reducer.fold(out, mine);
-                } else {
-                    reducer.fold_shared(out, seg, slot);
-                }
-            }
+            self.fold_in_rank_order(&reducer, out, mine, |r| buf + r * per_rank + lo * elem);
             if scatter {
                 self.share_reduced(&mut recv[i0..i1], (lo, hi), sig)?;
             }
             i0 = i1;
         }
         Ok(())
+    }
+
+    /// Fold every rank's contribution into `out`: this rank's is `mine`,
+    /// rank `r`'s lies at offset `at(r)` of the control segment. Every
+    /// element is folded in rank order 0, 1, …, R-1, whoever folds it, so
+    /// the result does not depend on the path or the chunk.
+    fn fold_in_rank_order<T: Copy + 'static>(
+        &self,
+        reducer: &reduce::Reducer<T>,
+        out: &mut [T],
+        mine: &[T],
+        at: impl Fn(usize) -> usize,
+    ) {
+        let seg = self.control.segment();
+        for r in 0..self.size {
+            if r == self.rank {
+                if r == 0 {
+                    out.copy_from_slice(mine);
+                } else {
+                    reducer.fold(out, mine);
+                }
+            } else if r == 0 {
+                wire::get(seg, at(r), out);
+            } else {
+                reducer.fold_shared(out, seg, at(r));
+            }
+        }
     }
 
     /// Reduce-scatter's second half: publish this rank's reduced share
@@ -557,6 +635,45 @@ mod protocol_tests {
                     let want = (1..n).fold(v(0, i), |a, q| a + v(q, i));
                     assert_eq!(s.to_bits(), want.to_bits(), "element {i}");
                 }
+            }
+        });
+    }
+
+    /// Payloads small enough for the inline areas beside the arrival words
+    /// (up to 24 bytes), alternating with staged ones so both parities of
+    /// both paths follow each other: every value arrives intact.
+    #[test]
+    fn protocol_inline_payloads_interleave_with_staged_ones() {
+        run_ranks(3, |job| {
+            let (r, n) = (job.rank, job.size);
+            for round in 0..rounds() {
+                let len = 1 + round % 3 + if round % 4 == 3 { 40 } else { 0 };
+                let send: Vec<f64> = (0..len).map(|i| (r * 10 + i + round) as f64).collect();
+                let mut sum = vec![0.0; len];
+                job.allreduce(&send, &mut sum, ReduceOp::Sum)
+                    .expect("allreduce");
+                for (i, s) in sum.iter().enumerate() {
+                    let want: f64 = (0..n).map(|q| (q * 10 + i + round) as f64).sum();
+                    assert_eq!(*s, want);
+                }
+                let counts: Vec<usize> = (0..n).map(|q| (q + round) % 4).collect();
+                let displs = cobre_comm::prefix_displs(&counts);
+                let mine: Vec<u64> = (0..counts[r])
+                    .map(|i| (r * 100 + i + round) as u64)
+                    .collect();
+                let mut all = vec![0u64; counts.iter().sum()];
+                job.allgatherv(&mine, &mut all, &counts, &displs)
+                    .expect("allgatherv");
+                for q in 0..n {
+                    for i in 0..counts[q] {
+                        assert_eq!(all[displs[q] + i], (q * 100 + i + round) as u64);
+                    }
+                }
+                let root = round % n;
+                let mut buf: Vec<u16> =
+                    vec![if r == root { round as u16 } else { 0 }; 1 + round % 12];
+                job.broadcast(&mut buf, root).expect("broadcast");
+                assert!(buf.iter().all(|&v| v == round as u16));
             }
         });
     }

@@ -27,7 +27,7 @@ use core::mem::{align_of, offset_of, size_of};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"COBRESHM");
 
 /// Version of everything after the frozen [`SegmentHeader`]. Bump on any change.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Page size assumed for alignment of staging and region data.
 pub const PAGE: usize = 4096;
@@ -44,6 +44,9 @@ pub const MIN_STAGING_BYTES: usize = PAGE;
 
 /// Default staging buffer size (per parity): 4 MiB.
 pub const DEFAULT_STAGING_BYTES: usize = 4 << 20;
+
+/// Bytes of each of a rank's two inline payload areas ([`RankSlot::inline`]).
+pub const INLINE_BYTES: usize = 24;
 
 /// Bit 31 of the wake word: set once when the job is aborted.
 pub const WAKE_ABORT_BIT: u32 = 1 << 31;
@@ -243,8 +246,14 @@ pub struct RankSlot {
     pub pid: u32,
     /// NUMA node the rank runs on (-1 unknown).
     pub numa_node: i32,
+    /// Small payloads (up to [`INLINE_BYTES`]) this rank publishes with the
+    /// barrier of parity `epoch % 2`, in the same 64-byte line as `arrival`:
+    /// a peer that sees the arrival already holds the data. Written only by
+    /// the owner before that barrier, read by peers after it (the staging
+    /// buffers' rule).
+    pub inline: [[u8; INLINE_BYTES]; 2],
     /// Padding to [`HOT_LINE`].
-    pub pad: [u64; 14],
+    pub pad: [u64; 8],
 }
 
 /// Pack an arrival word.
@@ -311,6 +320,8 @@ pub const SYNC_WAKE_OFFSET: usize = offset_of!(SyncBlock, wake);
 pub const SYNC_SLEEPERS_OFFSET: usize = offset_of!(SyncBlock, sleepers);
 /// Offset of the atomic `arrival` word in [`RankSlot`].
 pub const SLOT_ARRIVAL_OFFSET: usize = offset_of!(RankSlot, arrival);
+/// Offset of the inline payload areas in [`RankSlot`].
+pub const SLOT_INLINE_OFFSET: usize = offset_of!(RankSlot, inline);
 /// Offset of the atomic `pid` word in [`RankSlot`].
 pub const SLOT_PID_OFFSET: usize = offset_of!(RankSlot, pid);
 
@@ -323,6 +334,8 @@ const _: () = {
     assert!(size_of::<RegionInfo>() == 64);
     assert!(HEADER_STATE_OFFSET % 4 == 0 && HEADER_ABORT_OFFSET % 4 == 0);
     assert!(SLOT_ARRIVAL_OFFSET % 8 == 0);
+    // Arrival word and inline payloads share one 64-byte cache line.
+    assert!(SLOT_INLINE_OFFSET % 8 == 0 && SLOT_INLINE_OFFSET + 2 * INLINE_BYTES <= 64);
     assert!(REGION_INFO_OFFSET + size_of::<RegionInfo>() <= REGION_DATA_OFFSET);
     // The header fields tile its 64 bytes exactly, each aligned to its width.
     let mut at = 0;
@@ -347,7 +360,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 }
 
 const fn fingerprint() -> u64 {
-    let parts: [usize; 26] = [
+    let parts: [usize; 28] = [
         LAYOUT_VERSION as usize,
         PAGE,
         HOT_LINE,
@@ -370,6 +383,8 @@ const fn fingerprint() -> u64 {
         SYNC_SLEEPERS_OFFSET,
         SLOT_ARRIVAL_OFFSET,
         SLOT_PID_OFFSET,
+        SLOT_INLINE_OFFSET,
+        INLINE_BYTES,
         REGION_DATA_OFFSET,
         ABORT_REASON_BYTES,
         MAX_RANKS,
@@ -469,6 +484,12 @@ impl ControlLayout {
     #[must_use]
     pub const fn slot(&self, rank: usize) -> usize {
         self.slots + rank * size_of::<RankSlot>()
+    }
+
+    /// Offset of rank `rank`'s inline payload area of `parity` (0 or 1).
+    #[must_use]
+    pub const fn inline_area(&self, rank: usize, parity: usize) -> usize {
+        self.slot(rank) + SLOT_INLINE_OFFSET + (parity & 1) * INLINE_BYTES
     }
 
     /// Offset of staging buffer `parity` (0 or 1).
