@@ -591,15 +591,20 @@ mod protocol_tests {
 
     use cobre_comm::ReduceOp;
 
+    use crate::config::BarrierShape;
     use crate::control::Control;
     use crate::job::Job;
     use crate::sync::{OpKind, Signature};
 
     fn run_ranks(size: usize, body: fn(&Job)) {
+        run_ranks_with(size, BarrierShape::Flat, body);
+    }
+
+    fn run_ranks_with(size: usize, shape: BarrierShape, body: fn(&Job)) {
         let ctl = Control::in_memory(size, cobre_shm_layout::PAGE);
         let handles: Vec<_> = (0..size)
             .map(|r| {
-                let job = Arc::new(Job::in_memory(ctl.share(), r, size));
+                let job = Arc::new(Job::in_memory(ctl.share(), r, size, shape));
                 std::thread::spawn(move || body(&job))
             })
             .collect();
@@ -680,51 +685,71 @@ mod protocol_tests {
 
     #[test]
     fn protocol_barrier_gather_reduce_broadcast() {
-        run_ranks(3, |job| {
-            let (r, n) = (job.rank, job.size);
-            for round in 0..rounds() {
-                job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
-                    .expect("barrier");
-                // Up to 700 u64 per rank: 2100 × 8 bytes spans several 4 KiB
-                // windows; every other round rank 1 sends nothing.
-                let counts: Vec<usize> = (0..n)
-                    .map(|q| {
-                        if q == 1 && round % 2 == 1 {
-                            0
-                        } else {
-                            1 + (q * 349 + round) % 700
-                        }
-                    })
-                    .collect();
-                let displs = cobre_comm::prefix_displs(&counts);
-                let mine: Vec<u64> = (0..counts[r]).map(|i| (r * 1_000_000 + i) as u64).collect();
-                let mut all = vec![0u64; counts.iter().sum()];
-                job.allgatherv(&mine, &mut all, &counts, &displs)
-                    .expect("allgatherv");
-                for q in 0..n {
-                    for i in 0..counts[q] {
-                        assert_eq!(all[displs[q] + i], (q * 1_000_000 + i) as u64);
+        run_ranks(3, exercise);
+    }
+
+    /// The tree barrier at sizes that leave parents with 1–4 children over
+    /// one to three levels (and 1 rank: no tree at all) passes the same
+    /// exchange as the flat one.
+    #[test]
+    fn protocol_tree_barrier_at_every_shape() {
+        let sizes: &[usize] = if cfg!(miri) {
+            &[2, 6]
+        } else {
+            &[1, 2, 5, 6, 9, 17, 21, 22]
+        };
+        for &size in sizes {
+            run_ranks_with(size, BarrierShape::Tree, exercise);
+        }
+    }
+
+    /// Barriers, allgatherv of uneven blocks across several windows (a rank
+    /// sending nothing every other round), allreduce and broadcast from a
+    /// moving root, checked value by value on every rank.
+    fn exercise(job: &Job) {
+        let (r, n) = (job.rank, job.size);
+        for round in 0..rounds() {
+            job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+                .expect("barrier");
+            // Up to 700 u64 per rank: 2100 × 8 bytes spans several 4 KiB
+            // windows; every other round rank 1 sends nothing.
+            let counts: Vec<usize> = (0..n)
+                .map(|q| {
+                    if q == 1 && round % 2 == 1 {
+                        0
+                    } else {
+                        1 + (q * 349 + round) % 700
                     }
+                })
+                .collect();
+            let displs = cobre_comm::prefix_displs(&counts);
+            let mine: Vec<u64> = (0..counts[r]).map(|i| (r * 1_000_000 + i) as u64).collect();
+            let mut all = vec![0u64; counts.iter().sum()];
+            job.allgatherv(&mine, &mut all, &counts, &displs)
+                .expect("allgatherv");
+            for q in 0..n {
+                for i in 0..counts[q] {
+                    assert_eq!(all[displs[q] + i], (q * 1_000_000 + i) as u64);
                 }
-                let send: Vec<f64> = (0..600).map(|i| (r + i + round) as f64).collect();
-                let mut sum = vec![0.0; 600];
-                job.allreduce(&send, &mut sum, ReduceOp::Sum)
-                    .expect("allreduce");
-                for (i, s) in sum.iter().enumerate() {
-                    let want: f64 = (0..n).map(|q| (q + i + round) as f64).sum();
-                    assert_eq!(*s, want);
-                }
-                let mut buf: Vec<u32> = if r == round % n {
-                    (0..1500).map(|i| i as u32 + round as u32).collect()
-                } else {
-                    vec![0; 1500]
-                };
-                job.broadcast(&mut buf, round % n).expect("broadcast");
-                assert!(buf
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &v)| v == i as u32 + round as u32));
             }
-        });
+            let send: Vec<f64> = (0..600).map(|i| (r + i + round) as f64).collect();
+            let mut sum = vec![0.0; 600];
+            job.allreduce(&send, &mut sum, ReduceOp::Sum)
+                .expect("allreduce");
+            for (i, s) in sum.iter().enumerate() {
+                let want: f64 = (0..n).map(|q| (q + i + round) as f64).sum();
+                assert_eq!(*s, want);
+            }
+            let mut buf: Vec<u32> = if r == round % n {
+                (0..1500).map(|i| i as u32 + round as u32).collect()
+            } else {
+                vec![0; 1500]
+            };
+            job.broadcast(&mut buf, round % n).expect("broadcast");
+            assert!(buf
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == i as u32 + round as u32));
+        }
     }
 }

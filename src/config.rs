@@ -43,6 +43,62 @@ pub const ENV_CMA_MIN: &str = "COBRE_SHM_CMA_MIN_BYTES";
 /// staging buffers are faster (see `benches/README.md`, "Collectives").
 pub const DEFAULT_CMA_MIN_BYTES: usize = 8 << 20;
 
+/// Barrier structure: `flat`, `tree` or `auto` (see [`BarrierShape`]).
+pub const ENV_BARRIER: &str = "COBRE_SHM_BARRIER";
+
+/// How the ranks of a job meet at a barrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BarrierShape {
+    /// [`Self::Tree`] from [`BarrierShape::TREE_MIN_RANKS`] ranks when
+    /// every rank has a CPU of its own, [`Self::Flat`] otherwise: with more
+    /// ranks than CPUs each level of the tree waits for one more process to
+    /// be scheduled, and the flat barrier measured 1.4–2.4× faster at 4–32
+    /// ranks on 2 CPUs (benches/README.md, "Barrier shapes").
+    #[default]
+    Auto,
+    /// Every rank stores its arrival word and reads every peer's: one line
+    /// transfer on the critical path, R-1 reads per rank.
+    Flat,
+    /// Arrivals combine up a tree of fan-in [`BarrierShape::TREE_FAN_IN`],
+    /// rank 0 stores one release word everyone reads: about
+    /// log4(R) + 1 line transfers on the critical path, at most 4 reads per rank.
+    Tree,
+}
+
+impl BarrierShape {
+    /// Children per parent in the tree barrier.
+    pub const TREE_FAN_IN: usize = 4;
+    /// Smallest job for which `auto` picks the tree. At 2 ranks the tree
+    /// costs two line transfers where the flat barrier costs one (measured
+    /// 0.13 against 0.06 µs); from 9 ranks it needs 3 (two levels and the
+    /// release) while the flat one reads 8 lines per rank, each read by 8.
+    pub const TREE_MIN_RANKS: usize = 9;
+
+    /// Parse `auto`, `flat` or `tree`.
+    ///
+    /// # Errors
+    /// A message listing the accepted values.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "auto" => Ok(Self::Auto),
+            "flat" => Ok(Self::Flat),
+            "tree" => Ok(Self::Tree),
+            _ => Err(format!("'{v}' is not one of auto, flat, tree")),
+        }
+    }
+
+    /// Whether a job of `size` ranks on a machine with `cpus` online CPUs
+    /// meets at the tree barrier (the same answer on every rank of a node).
+    #[must_use]
+    pub fn is_tree(self, size: usize, cpus: usize) -> bool {
+        match self {
+            Self::Auto => size >= Self::TREE_MIN_RANKS && size <= cpus,
+            Self::Flat => false,
+            Self::Tree => true,
+        }
+    }
+}
+
 /// NUMA policy for the pages of shared regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MemPolicy {
@@ -132,6 +188,8 @@ pub struct ShmConfig {
     pub yield_for: Option<Duration>,
     /// Smallest message moved by cross-memory reads (0: never).
     pub cma_min_bytes: usize,
+    /// Barrier structure.
+    pub barrier: BarrierShape,
 }
 
 /// Parse a positive number of seconds up to [`MAX_SECS`].
@@ -169,6 +227,7 @@ impl ShmConfig {
             spin: None,
             yield_for: None,
             cma_min_bytes: DEFAULT_CMA_MIN_BYTES,
+            barrier: BarrierShape::Auto,
         }
     }
 
@@ -263,6 +322,10 @@ impl ShmConfig {
         if let Some(b) = num(ENV_CMA_MIN)? {
             cfg.cma_min_bytes = to_usize(b);
         }
+        if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
+            cfg.barrier =
+                BarrierShape::parse(v.trim()).map_err(|e| bad(format!("{ENV_BARRIER}: {e}")))?;
+        }
         Ok(cfg)
     }
 
@@ -338,6 +401,7 @@ mod tests {
             (ENV_CREATOR_PID, "77"),
             (ENV_STAGING, "65536"),
             (ENV_MEMPOLICY, "node:3"),
+            (ENV_BARRIER, "tree"),
         ]))
         .expect("valid configuration");
         assert_eq!((cfg.rank, cfg.size), (1, 4));
@@ -345,6 +409,19 @@ mod tests {
         assert_eq!(cfg.creator_pid, Some(77));
         assert_eq!(cfg.staging_bytes, 65536);
         assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
+        assert_eq!(cfg.barrier, BarrierShape::Tree);
+    }
+
+    #[test]
+    fn auto_picks_the_tree_only_from_nine_ranks_with_a_cpu_each() {
+        assert!(!BarrierShape::Auto.is_tree(2, 64));
+        assert!(!BarrierShape::Auto.is_tree(8, 64));
+        assert!(BarrierShape::Auto.is_tree(9, 64));
+        assert!(BarrierShape::Auto.is_tree(64, 64));
+        assert!(!BarrierShape::Auto.is_tree(65, 64));
+        assert!(!BarrierShape::Auto.is_tree(16, 2));
+        assert!(BarrierShape::Tree.is_tree(2, 2));
+        assert!(!BarrierShape::Flat.is_tree(64, 64));
     }
 
     #[test]
@@ -359,6 +436,7 @@ mod tests {
             (ENV_STOPPED, "nan"),
             (ENV_STAGING, "100"),
             (ENV_MEMPOLICY, "numa"),
+            (ENV_BARRIER, "ring"),
             (ENV_NAME, "job"),
             (ENV_NAME, "/a/b"),
         ] {

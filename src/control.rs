@@ -352,6 +352,13 @@ impl Control {
             .atomic_u32(self.layout.sync + layout::SYNC_SLEEPERS_OFFSET)
     }
 
+    /// The tree barrier's release word (the last epoch everyone reached).
+    #[must_use]
+    pub fn release(&self) -> &AtomicU32 {
+        self.seg
+            .atomic_u32(self.layout.release + layout::RELEASE_EPOCH_OFFSET)
+    }
+
     /// Rank `rank`'s arrival word.
     #[must_use]
     pub fn arrival(&self, rank: usize) -> &AtomicU64 {

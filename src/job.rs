@@ -157,7 +157,12 @@ impl Job {
         Self {
             rank: cfg.rank,
             size: cfg.size,
-            sync: Barrier::new(cfg.rank, cfg.size, cfg.wait_policy(online_cpus())),
+            sync: Barrier::new(
+                cfg.rank,
+                cfg.size,
+                cfg.wait_policy(online_cpus()),
+                cfg.barrier.is_tree(cfg.size, online_cpus()),
+            ),
             launcher_pid: cfg.creator_pid,
             region_seq: AtomicU64::new(0),
             mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
@@ -171,8 +176,14 @@ impl Job {
     /// A rank of an in-memory job whose "ranks" are threads of this process
     /// (tests under Miri): no attach handshake, no liveness locks.
     #[cfg(test)]
-    pub(crate) fn in_memory(control: Control, rank: usize, size: usize) -> Self {
-        let cfg = ShmConfig::new("/in-memory", rank, size);
+    pub(crate) fn in_memory(
+        control: Control,
+        rank: usize,
+        size: usize,
+        barrier: crate::config::BarrierShape,
+    ) -> Self {
+        let mut cfg = ShmConfig::new("/in-memory", rank, size);
+        cfg.barrier = barrier;
         Self::new(control, &cfg, Vec::new())
     }
 
@@ -203,7 +214,12 @@ impl Job {
         if let Err(previous) = slot_pid.compare_exchange(0, me, SeqCst, SeqCst) {
             return Err(self.refuse(duplicate(previous)));
         }
-        let sig = Signature::new(OpKind::Attach).mix(cfg.size as u64).finish();
+        // Ranks that would meet at differently shaped barriers stop here
+        // with a mismatch instead of waiting for each other forever.
+        let sig = Signature::new(OpKind::Attach)
+            .mix(cfg.size as u64)
+            .mix(u64::from(cfg.barrier.is_tree(cfg.size, online_cpus())))
+            .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync
             .wait_until(ctl, sig, "attach", deadline)

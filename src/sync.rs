@@ -123,9 +123,29 @@ impl From<BarrierError> for CommError {
     }
 }
 
+/// Which words one wait polls.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// The arrival words of ranks `lo..hi` (this rank's own is skipped).
+    Ranks { lo: usize, hi: usize },
+    /// The tree barrier's release word.
+    Release,
+}
+
+impl Target {
+    /// The position `scan` returns once every polled word is there.
+    fn end(self) -> usize {
+        match self {
+            Self::Ranks { hi, .. } => hi,
+            Self::Release => 1,
+        }
+    }
+}
+
 /// Where one wait stands, for `sleep_once`.
 #[derive(Clone, Copy)]
 struct Step {
+    target: Target,
     next: usize,
     epoch: u32,
     sig: u32,
@@ -141,23 +161,27 @@ struct Watch {
     last_check: Option<Instant>,
 }
 
-/// One rank's side of the barrier: its rank, the job size, its wait policy
-/// and how many barriers it has completed.
+/// One rank's side of the barrier: its rank, the job size, its wait policy,
+/// its shape and how many barriers it has completed.
 #[derive(Debug)]
 pub(crate) struct Barrier {
     pub(crate) rank: usize,
     pub(crate) size: usize,
     pub(crate) policy: WaitPolicy,
+    /// Arrivals combine up a tree (`BarrierShape::Tree`) instead of every
+    /// rank reading every peer.
+    tree: bool,
     /// Barriers this rank has completed.
     epoch: AtomicU32,
 }
 
 impl Barrier {
-    pub(crate) fn new(rank: usize, size: usize, policy: WaitPolicy) -> Self {
+    pub(crate) fn new(rank: usize, size: usize, policy: WaitPolicy, tree: bool) -> Self {
         Self {
             rank,
             size,
             policy,
+            tree,
             epoch: AtomicU32::new(0),
         }
     }
@@ -179,11 +203,16 @@ impl Barrier {
         sig: u32,
         op: &'static str,
     ) -> Result<(), BarrierError> {
-        self.wait_until(ctl, sig, op, None)
+        if self.tree {
+            self.tree_wait(ctl, sig, op)
+        } else {
+            self.wait_until(ctl, sig, op, None)
+        }
     }
 
-    /// As [`Self::wait`], with `deadline` instead of the policy's timeout
-    /// when given (the attach handshake).
+    /// The flat barrier, with `deadline` instead of the policy's timeout
+    /// when given. The attach handshake always uses it: it works before the
+    /// ranks have agreed on a shape.
     pub(crate) fn wait_until(
         &self,
         ctl: &Control,
@@ -194,13 +223,69 @@ impl Barrier {
         let epoch = self.epoch.load(Relaxed).wrapping_add(1);
         ctl.arrival(self.rank)
             .store(pack_arrival(epoch, sig), SeqCst);
+        let all = Target::Ranks {
+            lo: 0,
+            hi: self.size,
+        };
+        self.await_words(ctl, all, epoch, sig, op, deadline)?;
+        self.epoch.store(epoch, Relaxed);
+        wake_if_sleeping(ctl);
+        Ok(())
+    }
+
+    /// The tree barrier: wait for this rank's children (ranks
+    /// `4r+1 ..= 4r+4`) to report their subtrees, compare their
+    /// signatures, report this subtree to the parent through the own
+    /// arrival word; rank 0 then stores the release word the others wait
+    /// for. Every parent–child pair is compared at the same epoch (a child
+    /// cannot pass the release its parent has not reported to), so a
+    /// mismatch anywhere is found; the release/acquire chain up the tree and
+    /// back through the release word publishes every rank's staged data to
+    /// every other rank.
+    fn tree_wait(&self, ctl: &Control, sig: u32, op: &'static str) -> Result<(), BarrierError> {
+        let epoch = self.epoch.load(Relaxed).wrapping_add(1);
+        let fan = crate::config::BarrierShape::TREE_FAN_IN;
+        let first = self.rank.saturating_mul(fan).saturating_add(1);
+        let children = Target::Ranks {
+            lo: first.min(self.size),
+            hi: first.saturating_add(fan).min(self.size),
+        };
+        self.await_words(ctl, children, epoch, sig, op, None)?;
+        ctl.arrival(self.rank)
+            .store(pack_arrival(epoch, sig), SeqCst);
+        if self.rank == 0 {
+            ctl.release().store(epoch, SeqCst);
+        } else {
+            // The parent may be asleep waiting for this arrival.
+            wake_if_sleeping(ctl);
+            self.await_words(ctl, Target::Release, epoch, sig, op, None)?;
+        }
+        self.epoch.store(epoch, Relaxed);
+        if self.rank == 0 {
+            wake_if_sleeping(ctl);
+        }
+        Ok(())
+    }
+
+    /// Poll the words of `target` until all show `epoch`, backing off by
+    /// the policy (spin, yield, sleep on the futex with liveness checks).
+    fn await_words(
+        &self,
+        ctl: &Control,
+        target: Target,
+        epoch: u32,
+        sig: u32,
+        op: &'static str,
+        deadline: Option<Instant>,
+    ) -> Result<(), BarrierError> {
+        let end = target.end();
         let mut next = 0;
         let mut backoff = Backoff::new(&self.policy);
         let mut watch = Watch::default();
         loop {
-            next = self.scan(ctl, next, epoch, sig, op)?;
-            if next == self.size {
-                break;
+            next = self.scan(ctl, target, next, epoch, sig, op)?;
+            if next == end {
+                return Ok(());
             }
             if ctl.wake().load(Relaxed) & WAKE_ABORT_BIT != 0 {
                 return Err(self.aborted(ctl, op));
@@ -211,37 +296,41 @@ impl Barrier {
                 Phase::Sleep(nap) => {
                     let deadline = deadline.or_else(|| backoff.deadline());
                     let at = Step {
+                        target,
                         next,
                         epoch,
                         sig,
                         op,
                     };
                     next = self.sleep_once(ctl, at, nap, deadline, &mut watch)?;
-                    if next == self.size {
-                        break;
+                    if next == end {
+                        return Ok(());
                     }
                 }
             }
         }
-        self.epoch.store(epoch, Relaxed);
-        if ctl.sleepers().load(SeqCst) != 0 {
-            wake_sleepers(ctl);
-        }
-        Ok(())
     }
 
-    /// Advance past every peer (from `from`) that arrived at `epoch`; returns
-    /// the first peer still missing, or `size`.
+    /// Advance past every word of `target` (from `from`) that shows
+    /// `epoch`; returns the first one still missing, or `target.end()`.
     fn scan(
         &self,
         ctl: &Control,
+        target: Target,
         from: usize,
         epoch: u32,
         sig: u32,
         op: &'static str,
     ) -> Result<usize, BarrierError> {
-        let mut r = from;
-        while r < self.size {
+        let (lo, hi) = match target {
+            Target::Release => {
+                let behind = (ctl.release().load(SeqCst).wrapping_sub(epoch) as i32) < 0;
+                return Ok(usize::from(!behind));
+            }
+            Target::Ranks { lo, hi } => (lo, hi),
+        };
+        let mut r = from.max(lo);
+        while r < hi {
             if r != self.rank {
                 let (e, s) = unpack_arrival(ctl.arrival(r).load(SeqCst));
                 let ahead = e.wrapping_sub(epoch) as i32;
@@ -266,15 +355,17 @@ impl Barrier {
         watch: &mut Watch,
     ) -> Result<usize, BarrierError> {
         let Step {
+            target,
             next,
             epoch,
             sig,
             op,
         } = at;
+        let end = target.end();
         ctl.sleepers().fetch_add(1, SeqCst);
         let w = ctl.wake().load(SeqCst);
-        let rescanned = self.scan(ctl, next, epoch, sig, op);
-        if matches!(rescanned, Ok(n) if n < self.size) && w & WAKE_ABORT_BIT == 0 {
+        let rescanned = self.scan(ctl, target, next, epoch, sig, op);
+        if matches!(rescanned, Ok(n) if n < end) && w & WAKE_ABORT_BIT == 0 {
             let slice = deadline.map_or(nap, |d| {
                 nap.min(d.saturating_duration_since(Instant::now()))
             });
@@ -288,15 +379,15 @@ impl Barrier {
             }
         }
         ctl.sleepers().fetch_sub(1, SeqCst);
-        let next = self.scan(ctl, rescanned?, epoch, sig, op)?;
-        if next == self.size {
+        let next = self.scan(ctl, target, rescanned?, epoch, sig, op)?;
+        if next == end {
             return Ok(next);
         }
         if ctl.is_aborted() {
             return Err(self.aborted(ctl, op));
         }
         self.check_peers_alive(ctl, op)?;
-        let missing = self.missing_ranks(ctl, next, epoch);
+        let missing = self.missing_ranks(ctl, epoch);
         self.check_peers_running(ctl, op, &missing, watch)?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let reason = format!(
@@ -383,8 +474,11 @@ impl Barrier {
         Ok(())
     }
 
-    fn missing_ranks(&self, ctl: &Control, from: usize, epoch: u32) -> Vec<usize> {
-        (from..self.size)
+    /// Ranks that have not reported barrier `epoch` (under the tree
+    /// barrier a rank reports once its whole subtree arrived, so the
+    /// culprit is among them too).
+    fn missing_ranks(&self, ctl: &Control, epoch: u32) -> Vec<usize> {
+        (0..self.size)
             .filter(|&r| r != self.rank)
             .filter(|&r| {
                 let (e, _) = unpack_arrival(ctl.arrival(r).load(SeqCst));
@@ -436,7 +530,13 @@ impl Barrier {
     }
 }
 
-fn wake_sleepers(ctl: &Control) {
+/// Wake every sleeper if there is one: called after a store a sleeper may
+/// wait for (store, then `SeqCst` load of the count, against the sleeper's
+/// increment, then re-check).
+fn wake_if_sleeping(ctl: &Control) {
+    if ctl.sleepers().load(SeqCst) == 0 {
+        return;
+    }
     let wake = ctl.wake();
     let _ = wake.fetch_update(SeqCst, SeqCst, |w| {
         Some((w & WAKE_ABORT_BIT) | (w.wrapping_add(1) & !WAKE_ABORT_BIT))

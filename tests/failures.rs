@@ -96,7 +96,9 @@ fn rank_entry() {
             // we got here first.
         }
         "mismatch" => {
-            let res = if r == 0 {
+            // The last rank is the odd one: under the tree barrier it is a
+            // leaf, found by its parent only.
+            let res = if r + 1 < c.size() {
                 c.allreduce(&[1.0f64], &mut [0.0], ReduceOp::Sum)
             } else {
                 c.barrier()
@@ -304,6 +306,80 @@ fn eight_ranks_on_two_cores_survive_oversubscription() {
         assert!(o.status.success(), "{}", o.describe());
     }
     println!("8 ranks x 2000 allreduce: {:?}", t.elapsed());
+    assert_no_leftovers(&name);
+}
+
+/// The tree barrier (forced with `COBRE_SHM_BARRIER=tree`; `auto` picks it
+/// only with a CPU per rank from 9 ranks) keeps the flat one's promises at
+/// sizes with two levels: values intact under oversubscription, a
+/// mismatched leaf found, a killed leaf named to every survivor in under a
+/// second.
+#[test]
+fn tree_barrier_exchanges_finds_mismatches_and_dead_leaves() {
+    let tree = ("COBRE_SHM_BARRIER", "tree".to_string());
+    let name = unique_name("tree-oversub");
+    let env = [env_of(&name, "oversubscribed"), vec![tree.clone()]].concat();
+    for o in spawn("rank_entry", 7, &env, &[]).wait(Duration::from_secs(60)) {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+
+    let name = unique_name("tree-mismatch");
+    let env = [env_of(&name, "mismatch"), vec![tree.clone()]].concat();
+    for o in spawn("rank_entry", 6, &env, &[]).wait(Duration::from_secs(20)) {
+        assert!(o.status.success(), "{}", o.describe());
+    }
+    assert_no_leftovers(&name);
+
+    let name = unique_name("tree-kill");
+    let victim = 5; // child of rank 1, grandchild of rank 0
+    let env = [
+        env_of(&name, "victim_sleeps"),
+        vec![tree, ("COBRE_TEST_VICTIM", victim.to_string())],
+    ]
+    .concat();
+    let ranks = spawn("rank_entry", 6, &env, &[]);
+    std::thread::sleep(Duration::from_millis(400));
+    let killed_at = Instant::now();
+    common::send_signal(ranks.pids[victim], nix::sys::signal::Signal::SIGKILL).expect("sigkill");
+    for o in ranks.wait(Duration::from_secs(20)) {
+        if o.rank == victim {
+            continue;
+        }
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(o.stdout.contains("died"), "{}", o.describe());
+        let after = o.ended.duration_since(killed_at);
+        assert!(
+            after < Duration::from_secs(1),
+            "rank {} took {after:?}",
+            o.rank
+        );
+    }
+    assert_no_leftovers(&name);
+}
+
+/// Ranks that disagree on the barrier shape stop at attach with a
+/// mismatch instead of waiting for each other forever.
+#[test]
+fn ranks_with_different_barrier_shapes_stop_at_attach() {
+    let name = unique_name("shapes");
+    let t = Instant::now();
+    let out = spawn(
+        "rank_entry",
+        3,
+        &env_of(&name, "barrier_once"),
+        &[(2, "COBRE_SHM_BARRIER", "tree".into())],
+    )
+    .wait(Duration::from_secs(20));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    for o in &out {
+        assert!(!o.status.success(), "{}", o.describe());
+        assert!(
+            o.stderr.contains("collective mismatch") || o.stdout.contains("collective mismatch"),
+            "{}",
+            o.describe()
+        );
+    }
     assert_no_leftovers(&name);
 }
 

@@ -235,6 +235,17 @@ pub struct SyncBlock {
     pub pad: [u32; 30],
 }
 
+/// The release word of the tree barrier, at [`ControlLayout::release`]: its
+/// own line, written once per barrier by rank 0, read by every other rank.
+#[repr(C, align(128))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ReleaseLine {
+    /// *Atomic word*: the last barrier epoch every rank has arrived at.
+    pub epoch: u32,
+    /// Padding to [`HOT_LINE`].
+    pub pad: [u32; 31],
+}
+
 /// One rank's line, at [`ControlLayout::slot`].
 #[repr(C, align(128))]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -318,6 +329,8 @@ pub const ABORT_PUBLISHED_OFFSET: usize = offset_of!(AbortRecord, published);
 pub const SYNC_WAKE_OFFSET: usize = offset_of!(SyncBlock, wake);
 /// Offset of the atomic `sleepers` word in [`SyncBlock`].
 pub const SYNC_SLEEPERS_OFFSET: usize = offset_of!(SyncBlock, sleepers);
+/// Offset of the atomic `epoch` word in [`ReleaseLine`].
+pub const RELEASE_EPOCH_OFFSET: usize = offset_of!(ReleaseLine, epoch);
 /// Offset of the atomic `arrival` word in [`RankSlot`].
 pub const SLOT_ARRIVAL_OFFSET: usize = offset_of!(RankSlot, arrival);
 /// Offset of the inline payload areas in [`RankSlot`].
@@ -331,6 +344,7 @@ const _: () = {
     assert!(size_of::<AbortRecord>() == 256);
     assert!(size_of::<SyncBlock>() == HOT_LINE);
     assert!(size_of::<RankSlot>() == HOT_LINE);
+    assert!(size_of::<ReleaseLine>() == HOT_LINE);
     assert!(size_of::<RegionInfo>() == 64);
     assert!(HEADER_STATE_OFFSET % 4 == 0 && HEADER_ABORT_OFFSET % 4 == 0);
     assert!(SLOT_ARRIVAL_OFFSET % 8 == 0);
@@ -360,7 +374,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 }
 
 const fn fingerprint() -> u64 {
-    let parts: [usize; 28] = [
+    let parts: [usize; 30] = [
         LAYOUT_VERSION as usize,
         PAGE,
         HOT_LINE,
@@ -372,6 +386,8 @@ const fn fingerprint() -> u64 {
         align_of::<AbortRecord>(),
         size_of::<SyncBlock>(),
         align_of::<SyncBlock>(),
+        size_of::<ReleaseLine>(),
+        align_of::<ReleaseLine>(),
         size_of::<RankSlot>(),
         align_of::<RankSlot>(),
         size_of::<RegionInfo>(),
@@ -424,6 +440,8 @@ pub struct ControlLayout {
     pub abort: usize,
     /// Offset of [`SyncBlock`].
     pub sync: usize,
+    /// Offset of [`ReleaseLine`].
+    pub release: usize,
     /// Offset of the first [`RankSlot`].
     pub slots: usize,
     /// Offset of staging buffer 0; buffer 1 follows at `+ staging_bytes`.
@@ -458,7 +476,8 @@ impl ControlLayout {
         let info = size_of::<SegmentHeader>();
         let abort = info + size_of::<ControlInfo>();
         let sync = abort + size_of::<AbortRecord>();
-        let slots = sync + size_of::<SyncBlock>();
+        let release = sync + size_of::<SyncBlock>();
+        let slots = release + size_of::<ReleaseLine>();
         let Some(staging) = round_up(slots + world_size * size_of::<RankSlot>(), PAGE) else {
             return Err(LayoutError::Overflow);
         };
@@ -474,6 +493,7 @@ impl ControlLayout {
             info,
             abort,
             sync,
+            release,
             slots,
             staging,
             total_bytes,
@@ -517,8 +537,10 @@ mod tests {
     fn control_layout_is_ordered_and_aligned() {
         for ranks in [1, 2, 3, 8, 64, MAX_RANKS] {
             let l = ControlLayout::new(ranks, DEFAULT_STAGING_BYTES).expect("valid layout");
-            assert!(l.info < l.abort && l.abort < l.sync && l.sync < l.slots);
+            assert!(l.info < l.abort && l.abort < l.sync && l.sync < l.release);
+            assert!(l.release < l.slots);
             assert_eq!(l.sync % HOT_LINE, 0);
+            assert_eq!(l.release % HOT_LINE, 0);
             assert_eq!(l.slots % HOT_LINE, 0);
             assert!(l.slot(ranks - 1) + HOT_LINE <= l.staging);
             assert_eq!(l.staging % PAGE, 0);

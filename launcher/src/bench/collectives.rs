@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use cobre_comm::{CommError, Communicator, ReduceOp};
+use cobre_shm::config::BarrierShape;
 
 use super::mpi::Mpi;
 
@@ -200,6 +201,9 @@ pub enum Backend {
     /// The same with cross-memory reads off (every byte through the
     /// staging buffers), to show what single-copy reads gain.
     ShmStaged,
+    /// The same with the barrier shape `auto` did not pick
+    /// (`COBRE_SHM_BARRIER=flat|tree`), to show what the choice gains.
+    ShmBarrier(&'static str),
     /// This binary under `mpiexec`, through cobre-comm's MPI backend.
     CobreCommMpi(String),
     /// The C program on an installed MPI.
@@ -213,6 +217,7 @@ impl Backend {
         match self {
             Self::Shm => "shm".into(),
             Self::ShmStaged => "shm staged".into(),
+            Self::ShmBarrier(shape) => format!("shm {shape} barrier"),
             Self::CobreCommMpi(m) => format!("{m} via cobre-comm"),
             Self::Native(m) => format!("{m} (C)"),
         }
@@ -330,6 +335,20 @@ pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     let mut cmd = shm_command(exe, ranks, sizes);
     cmd.env(cobre_shm::config::ENV_CMA_MIN, "0");
     run(Backend::ShmStaged, ranks, cmd, k)
+}
+
+/// The shm sweep at `ranks` with the barrier shape `auto` would not pick
+/// on a machine with `cpus` online CPUs.
+#[must_use]
+pub fn shm_other_barrier(exe: &Path, ranks: usize, cpus: usize, sizes: &[u64], k: Kernel) -> Sweep {
+    let shape = if BarrierShape::Auto.is_tree(ranks, cpus) {
+        "flat"
+    } else {
+        "tree"
+    };
+    let mut cmd = shm_command(exe, ranks, sizes);
+    cmd.env(cobre_shm::config::ENV_BARRIER, shape);
+    run(Backend::ShmBarrier(shape), ranks, cmd, k)
 }
 
 /// This binary under `mpi`'s `mpiexec` (cobre-comm's MPI backend).

@@ -380,6 +380,13 @@ fn collective_sweeps(
             one.push(collectives::shm(p.exe, r, p.sizes, kernel));
             progress.step(&format!("collectives: {r} ranks, shm staged{of}"));
             one.push(collectives::shm_staged(p.exe, r, p.sizes, kernel));
+            if r > 1 {
+                progress.step(&format!("collectives: {r} ranks, other barrier shape{of}"));
+                let cpus = p.cpu_list.len();
+                one.push(collectives::shm_other_barrier(
+                    p.exe, r, cpus, p.sizes, kernel,
+                ));
+            }
             if let Some(m) = linked {
                 progress.step(&format!(
                     "collectives: {r} ranks, {} via cobre-comm{of}",
@@ -435,7 +442,8 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
     let per_count = 2 + mpis.len() + usize::from(linked.is_some());
     let total = usize::from((p.want)(Section::Machine))
         + if (p.want)(Section::Collectives) {
-            p.rank_counts.len() * per_count * p.repeat
+            let multi = p.rank_counts.iter().filter(|&&r| r > 1).count();
+            (p.rank_counts.len() * per_count + multi) * p.repeat
         } else {
             0
         }
