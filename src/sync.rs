@@ -54,11 +54,17 @@ pub enum OpKind {
     Blocks = 8,
 }
 
-/// Running FNV-1a hash that builds a barrier signature.
+/// Running hash that builds a barrier signature: one multiply–xorshift per
+/// 64-bit word, so the few words of a collective's arguments cost a few
+/// nanoseconds (the signature is computed on every call, on the critical
+/// path of small collectives).
 #[derive(Clone, Copy, Debug)]
 pub struct Signature(u64);
 
 impl Signature {
+    /// Odd multiplier of the mix (2^64 / golden ratio).
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
     /// Start a signature for `kind`.
     #[must_use]
     pub fn new(kind: OpKind) -> Self {
@@ -68,7 +74,8 @@ impl Signature {
     /// Mix one value in.
     #[must_use]
     pub fn mix(self, v: u64) -> Self {
-        self.mix_bytes(&v.to_le_bytes())
+        let h = (self.0 ^ v).wrapping_mul(Self::K);
+        Self(h ^ (h >> 29))
     }
 
     /// Mix in the element type: its name and size.
@@ -78,13 +85,22 @@ impl Signature {
             .mix_bytes(std::any::type_name::<T>().as_bytes())
     }
 
+    /// Mix in `bytes` eight at a time, after their length.
     fn mix_bytes(self, bytes: &[u8]) -> Self {
-        let mut h = self.0;
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut s = self.mix(bytes.len() as u64);
+        let mut word = 0u64;
+        for (i, &b) in bytes.iter().enumerate() {
+            word |= u64::from(b) << (8 * (i % 8));
+            if i % 8 == 7 {
+                s = s.mix(word);
+                word = 0;
+            }
         }
-        Self(h)
+        if bytes.len() % 8 == 0 {
+            s
+        } else {
+            s.mix(word)
+        }
     }
 
     /// The 32-bit signature stored in the arrival word.
