@@ -106,6 +106,32 @@ fn rank_entry() {
             let err = res.expect_err("ranks called different collectives");
             assert!(err.to_string().contains("collective mismatch"), "{err}");
         }
+        "late_last_broadcast" => {
+            // The last rank arrives late while rank 1 waits for it.
+            if r + 1 == c.size() {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let mut v = [if r == 0 { 42u64 } else { 0 }];
+            c.broadcast(&mut v, 0).expect("broadcast");
+            assert_eq!(v[0], 42);
+            println!("RANK-{r}-DONE");
+        }
+        "bcast_mismatch" => {
+            // Rank 0 broadcasts while rank 1 reduces: both are told, rank 0
+            // in the broadcast or at its next collective.
+            if r == 0 {
+                let first = c.broadcast(&mut [1.0f64], 0);
+                let next = first.and_then(|()| c.barrier());
+                let err = next.expect_err("rank 1 called allreduce");
+                assert!(err.to_string().contains("collective mismatch"), "{err}");
+            } else {
+                let err = c
+                    .allreduce(&[1.0f64], &mut [0.0], ReduceOp::Sum)
+                    .expect_err("rank 0 called broadcast");
+                assert!(err.to_string().contains("collective mismatch"), "{err}");
+            }
+            println!("RANK-{r}-SAW-MISMATCH");
+        }
         "oversubscribed" => {
             for step in 0..2000u64 {
                 let mut s = [0u64];
@@ -306,6 +332,41 @@ fn eight_ranks_on_two_cores_survive_oversubscription() {
         assert!(o.status.success(), "{}", o.describe());
     }
     println!("8 ranks x 2000 allreduce: {:?}", t.elapsed());
+    assert_no_leftovers(&name);
+}
+
+/// A broadcast root whose last collective was that broadcast may leave
+/// while a rank still waits for a third, late one: that rank must not find
+/// the root gone and report it dead (it would if the root's broadcast
+/// returned before everyone arrived and the root exited at once).
+#[test]
+fn a_root_leaving_after_its_last_broadcast_is_not_taken_for_dead() {
+    let name = unique_name("late-bcast");
+    let out = spawn("rank_entry", 3, &env_of(&name, "late_last_broadcast"), &[])
+        .wait(Duration::from_secs(20));
+    for o in &out {
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(
+            o.stdout.contains(&format!("RANK-{}-DONE", o.rank)),
+            "{}",
+            o.describe()
+        );
+    }
+    assert_no_leftovers(&name);
+}
+
+/// A broadcast root that meets another collective is told so, in the
+/// broadcast or at the latest in its next collective; the other rank at
+/// once.
+#[test]
+fn a_mismatch_with_a_broadcast_root_reaches_both_ranks() {
+    let name = unique_name("bcast-mismatch");
+    for o in
+        spawn("rank_entry", 2, &env_of(&name, "bcast_mismatch"), &[]).wait(Duration::from_secs(20))
+    {
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(o.stdout.contains("SAW-MISMATCH"), "{}", o.describe());
+    }
     assert_no_leftovers(&name);
 }
 
