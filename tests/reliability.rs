@@ -535,6 +535,51 @@ fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
     assert!(text(&o).contains("timed out"), "{}", text(&o));
 }
 
+/// Under the tree barrier (forced, 6 ranks: rank 1 is rank 5's parent) a
+/// stopped inner rank is named as under the flat one.
+#[test]
+fn a_stopped_rank_is_named_under_the_tree_barrier() {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut job = Command::new(launcher_bin())
+        .args(["-p", "6", "--"])
+        .arg(exe)
+        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
+        .env("COBRE_TEST_CASE", "stop_me")
+        .env("COBRE_SHM_STOPPED_SECS", "1")
+        .env("COBRE_SHM_BARRIER", "tree")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stdout = job.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let rank1 = loop {
+        let l = lines.next().expect("rank 1 reports").expect("line");
+        if let Some(p) = l.strip_prefix("READY rank=1 pid=") {
+            break p.trim().parse::<u32>().expect("pid");
+        }
+    };
+    send_signal(rank1, Signal::SIGSTOP).expect("stop rank 1");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let o = job.wait_with_output().expect("wait");
+    let o = Output {
+        stdout: (rest.join("\n") + "\n").into_bytes(),
+        ..o
+    };
+    let out = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("cobre-shm:"))
+        .unwrap_or("");
+    assert!(
+        last.contains("rank 1 (pid") && last.contains("stopped"),
+        "the launcher names rank 1: {out}"
+    );
+}
+
 /// Pids of the children of `parent`.
 fn children(parent: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
