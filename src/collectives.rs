@@ -128,19 +128,17 @@ impl Job {
         (self.staging_bytes() / self.size) & !(cobre_shm_layout::HOT_LINE - 1)
     }
 
-    /// Offset of rank `rank`'s inline area for the next barrier when a
-    /// payload of `len` `T`s fits there (the same answer on every rank:
-    /// `len`, `T` and the epoch are shared). A peer that sees the rank's
-    /// arrival word holds the payload too, so a small collective moves one
-    /// line per rank instead of two.
-    fn inline_area<T>(&self, rank: usize, len: usize) -> Option<usize> {
+    /// When a payload of `len` `T`s fits an inline area: each rank's area
+    /// for the next barrier, by rank (the same answer on every rank: `len`,
+    /// `T` and the epoch are shared). A peer that sees a rank's arrival
+    /// word holds the payload too, so a small collective moves one line per
+    /// rank instead of two.
+    fn inline_areas<T>(&self, len: usize) -> Option<impl Fn(usize) -> usize + '_> {
         let fits = len.saturating_mul(size_of::<T>()) <= cobre_shm_layout::INLINE_BYTES
             && std::mem::align_of::<T>() <= 8;
-        fits.then(|| {
-            self.control
-                .layout()
-                .inline_area(rank, self.epoch() as usize & 1)
-        })
+        let parity = self.epoch() as usize & 1;
+        let layout = self.control.layout();
+        fits.then_some(move |rank| layout.inline_area(rank, parity))
     }
 
     /// Elements of `T` per window.
@@ -248,11 +246,9 @@ impl Job {
             // still an implicit barrier.
             return self.barrier(b.sig, b.op);
         }
-        if counts
-            .iter()
-            .all(|&c| self.inline_area::<T>(me, c).is_some())
-        {
-            return self.gather_inline(send, recv, b);
+        let largest = counts.iter().copied().max().unwrap_or(0);
+        if let Some(at) = self.inline_areas::<T>(largest) {
+            return self.gather_inline(send, recv, b, at);
         }
         let cma = self
             .single_copy(total.saturating_mul(size_of::<T>()))
@@ -263,18 +259,17 @@ impl Job {
         }
     }
 
-    /// `allgatherv` of blocks that each fit an inline area: every rank
-    /// publishes its block beside its arrival word, and peers copy it from
-    /// the line they read to see the arrival.
+    /// `allgatherv` of blocks that each fit an inline area (rank `r`'s at
+    /// `at(r)`): every rank publishes its block beside its arrival word, and
+    /// peers copy it from the line they read to see the arrival.
     fn gather_inline<T: Copy + 'static>(
         &self,
         send: &[T],
         recv: &mut [T],
         b: Blocks<'_>,
+        at: impl Fn(usize) -> usize,
     ) -> Result<(), CommError> {
         let seg = self.control.segment();
-        let parity = self.epoch() as usize & 1;
-        let at = |r| self.control.layout().inline_area(r, parity);
         wire::put(seg, at(self.rank), send);
         self.barrier(b.sig, b.op)?;
         for r in (0..self.size).filter(|&r| r != self.rank) {
@@ -434,23 +429,16 @@ impl Job {
         if buf.is_empty() || size_of::<T>() == 0 || self.size == 1 {
             return self.barrier(sig, OP);
         }
-        if let Some(area) = self.inline_area::<T>(root, buf.len()) {
-            let seg = self.control.segment();
-            if self.rank == root {
-                wire::put(seg, area, buf);
-            }
-            self.barrier(sig, OP)?;
-            if self.rank != root {
-                wire::get(seg, area, buf);
-            }
-            return Ok(());
-        }
         // No single-copy path: the staging buffers' two copies stay in
         // cache and were faster than cross-memory reads at every size
-        // measured (benches/README.md, "Collectives").
+        // measured (benches/README.md, "Collectives"). A payload that fits
+        // the root's inline area goes there instead, in one step.
         let window = self.window::<T>(OP)?;
         for chunk in buf.chunks_mut(window) {
-            let off = self.staging(self.epoch());
+            let off = match self.inline_areas::<T>(chunk.len()) {
+                Some(at) => at(root),
+                None => self.staging(self.epoch()),
+            };
             let seg = self.control.segment();
             if self.rank == root {
                 wire::put(seg, off, chunk);
@@ -477,16 +465,9 @@ impl Job {
             .mix(send.len() as u64)
             .mix(op as u64)
             .finish();
-        if self.inline_area::<T>(self.rank, send.len()).is_some() {
-            let seg = self.control.segment();
-            let parity = self.epoch() as usize & 1;
-            wire::put(
-                seg,
-                self.control.layout().inline_area(self.rank, parity),
-                send,
-            );
+        if let Some(at) = self.inline_areas::<T>(send.len()) {
+            wire::put(self.control.segment(), at(self.rank), send);
             self.barrier(sig, OP)?;
-            let at = |r| self.control.layout().inline_area(r, parity);
             self.fold_in_rank_order(&reducer, recv, send, at);
             return Ok(());
         }
