@@ -154,14 +154,15 @@ impl Job {
 
     fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
         let info = control.info();
+        let cpus = online_cpus();
         Self {
             rank: cfg.rank,
             size: cfg.size,
             sync: Barrier::new(
                 cfg.rank,
                 cfg.size,
-                cfg.wait_policy(online_cpus()),
-                cfg.barrier.is_tree(cfg.size, online_cpus()),
+                cfg.wait_policy(cpus),
+                cfg.barrier.is_tree(cfg.size, cpus),
             ),
             launcher_pid: cfg.creator_pid,
             region_seq: AtomicU64::new(0),
@@ -218,7 +219,7 @@ impl Job {
         // with a mismatch instead of waiting for each other forever.
         let sig = Signature::new(OpKind::Attach)
             .mix(cfg.size as u64)
-            .mix(u64::from(cfg.barrier.is_tree(cfg.size, online_cpus())))
+            .mix(u64::from(self.sync.is_tree()))
             .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync

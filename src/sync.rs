@@ -208,6 +208,11 @@ impl Barrier {
         }
     }
 
+    /// Whether arrivals combine up the tree.
+    pub(crate) fn is_tree(&self) -> bool {
+        self.tree
+    }
+
     /// The epoch reached so far (completed barriers).
     pub(crate) fn epoch(&self) -> u32 {
         self.epoch.load(Relaxed)
