@@ -476,21 +476,25 @@ echo "ms=$(( (end - start) / 1000000 ))"; umount /tmp/ro.$$; rm -rf /tmp/ro.$$ /
 
 // ---- Liveness
 
-#[test]
-fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
-    let t = Instant::now();
+/// Run the `stop_me` case under the launcher with `args` and `env`,
+/// SIGSTOP rank 1 once it reports ready, and return the job's output and
+/// its text. The launcher's last line must name rank 1 as stopped.
+fn stop_rank1(args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
     let exe = std::env::current_exe().expect("test binary");
-    let mut job = Command::new(launcher_bin())
-        .args(["-p", "2", "--"])
+    let mut cmd = Command::new(launcher_bin());
+    cmd.args(args)
+        .arg("--")
         .arg(exe)
         .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
         .env("COBRE_TEST_CASE", "stop_me")
         .env("COBRE_SHM_STOPPED_SECS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut job = cmd.spawn().expect("start");
     let stdout = job.stdout.take().expect("stdout");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let rank1 = loop {
@@ -508,10 +512,6 @@ fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
     };
     let out = text(&o);
     assert_ne!(o.status.code(), Some(0), "{out}");
-    assert!(
-        out.contains("rank 1") && out.contains("has been stopped"),
-        "{out}"
-    );
     let last = out
         .lines()
         .rev()
@@ -520,6 +520,17 @@ fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
     assert!(
         last.contains("rank 1 (pid") && last.contains("stopped"),
         "the launcher names rank 1: {out}"
+    );
+    (o, out)
+}
+
+#[test]
+fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
+    let t = Instant::now();
+    let (_, out) = stop_rank1(&["-p", "2"], &[]);
+    assert!(
+        out.contains("rank 1") && out.contains("has been stopped"),
+        "{out}"
     );
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     // No fixed deadline after attach: a 3 s single-rank phase is fine...
@@ -539,45 +550,7 @@ fn a_stopped_rank_is_named_and_a_busy_one_is_waited_for() {
 /// stopped inner rank is named as under the flat one.
 #[test]
 fn a_stopped_rank_is_named_under_the_tree_barrier() {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut job = Command::new(launcher_bin())
-        .args(["-p", "6", "--"])
-        .arg(exe)
-        .args(["rank_entry", "--exact", "--ignored", "--nocapture", "-q"])
-        .env("COBRE_TEST_CASE", "stop_me")
-        .env("COBRE_SHM_STOPPED_SECS", "1")
-        .env("COBRE_SHM_BARRIER", "tree")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    let stdout = job.stdout.take().expect("stdout");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let rank1 = loop {
-        let l = lines.next().expect("rank 1 reports").expect("line");
-        if let Some(p) = l.strip_prefix("READY rank=1 pid=") {
-            break p.trim().parse::<u32>().expect("pid");
-        }
-    };
-    send_signal(rank1, Signal::SIGSTOP).expect("stop rank 1");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let o = job.wait_with_output().expect("wait");
-    let o = Output {
-        stdout: (rest.join("\n") + "\n").into_bytes(),
-        ..o
-    };
-    let out = text(&o);
-    assert_ne!(o.status.code(), Some(0), "{out}");
-    let last = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("cobre-shm:"))
-        .unwrap_or("");
-    assert!(
-        last.contains("rank 1 (pid") && last.contains("stopped"),
-        "the launcher names rank 1: {out}"
-    );
+    stop_rank1(&["-p", "6"], &[("COBRE_SHM_BARRIER", "tree")]);
 }
 
 /// Pids of the children of `parent`.
