@@ -87,6 +87,13 @@ impl BarrierShape {
         }
     }
 
+    /// [`Self::is_tree`] on this machine's online CPUs: the shape a rank of
+    /// a `size`-rank job started here meets at.
+    #[must_use]
+    pub fn is_tree_here(self, size: usize) -> bool {
+        self.is_tree(size, crate::job::online_cpus())
+    }
+
     /// Whether a job of `size` ranks on a machine with `cpus` online CPUs
     /// meets at the tree barrier (the same answer on every rank of a node).
     #[must_use]

@@ -338,10 +338,10 @@ pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
 }
 
 /// The shm sweep at `ranks` with the barrier shape `auto` would not pick
-/// on a machine with `cpus` online CPUs.
+/// on this machine.
 #[must_use]
-pub fn shm_other_barrier(exe: &Path, ranks: usize, cpus: usize, sizes: &[u64], k: Kernel) -> Sweep {
-    let shape = if BarrierShape::Auto.is_tree(ranks, cpus) {
+pub fn shm_other_barrier(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
+    let shape = if BarrierShape::Auto.is_tree_here(ranks) {
         "flat"
     } else {
         "tree"

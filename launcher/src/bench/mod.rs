@@ -430,10 +430,9 @@ fn sweep_runners<'a>(
         ),
     ];
     if r > 1 {
-        let cpus = p.cpu_list.len();
         v.push((
             "other barrier shape".into(),
-            Box::new(move || collectives::shm_other_barrier(p.exe, r, cpus, p.sizes, kernel)),
+            Box::new(move || collectives::shm_other_barrier(p.exe, r, p.sizes, kernel)),
         ));
     }
     if let Some(m) = linked {
