@@ -282,15 +282,13 @@ impl Barrier {
             .store(pack_arrival(epoch, sig), SeqCst);
         if self.rank == 0 {
             ctl.release().store(epoch, SeqCst);
+            wake_if_sleeping(ctl);
         } else {
             // The parent may be asleep waiting for this arrival.
             wake_if_sleeping(ctl);
             self.await_words(ctl, Target::Release, epoch, sig, op, None)?;
         }
         self.epoch.store(epoch, Relaxed);
-        if self.rank == 0 {
-            wake_if_sleeping(ctl);
-        }
         Ok(())
     }
 
