@@ -141,6 +141,22 @@ impl Job {
         fits.then_some(move |rank| layout.inline_area(rank, parity))
     }
 
+    /// Write a broadcast root's `src` into the staging buffers at `offset`:
+    /// with non-temporal stores when its size is in this rank's streaming
+    /// range (the receivers then read it from memory instead of out of the
+    /// root's cache), with plain ones otherwise. Only broadcasts: when every
+    /// rank writes and reads at once (allgatherv, allreduce) streaming was
+    /// level at best and 15–25 % slower from 128 KiB (`benches/README.md`,
+    /// "Streaming stores").
+    fn stage_as_root<T: Copy>(&self, offset: usize, src: &[T]) {
+        let seg = self.control.segment();
+        if self.stream.contains(&size_of_val(src)) {
+            wire::put_streaming(seg, offset, src);
+        } else {
+            wire::put(seg, offset, src);
+        }
+    }
+
     /// Elements of `T` per window.
     fn window<T>(&self, op: &'static str) -> Result<usize, CommError> {
         let per = self.staging_bytes() / size_of::<T>().max(1);
@@ -439,13 +455,12 @@ impl Job {
                 Some(at) => at(root),
                 None => self.staging(self.epoch()),
             };
-            let seg = self.control.segment();
             if self.rank == root {
-                wire::put(seg, off, chunk);
+                self.stage_as_root(off, chunk);
             }
             self.barrier(sig, OP)?;
             if self.rank != root {
-                wire::get(seg, off, chunk);
+                wire::get(self.control.segment(), off, chunk);
             }
         }
         Ok(())

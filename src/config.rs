@@ -43,6 +43,21 @@ pub const ENV_CMA_MIN: &str = "COBRE_SHM_CMA_MIN_BYTES";
 /// staging buffers are faster (see `benches/README.md`, "Collectives").
 pub const DEFAULT_CMA_MIN_BYTES: usize = 8 << 20;
 
+/// Smallest broadcast piece (bytes) a root writes into a staging buffer
+/// with non-temporal stores; `0` turns them off.
+pub const ENV_STREAM_MIN: &str = "COBRE_SHM_STREAM_MIN_BYTES";
+/// Largest broadcast piece (bytes) written with non-temporal stores
+/// (default: an eighth of this CPU's L2 cache).
+pub const ENV_STREAM_MAX: &str = "COBRE_SHM_STREAM_MAX_BYTES";
+/// Default of [`ENV_STREAM_MIN`], measured: below it a peer reads the lines
+/// out of the writer's cache faster than from memory (`benches/README.md`,
+/// "Streaming stores"); from a quarter of the L2 size up, the writer's
+/// lines leave its cache anyway and memory bandwidth makes streaming level
+/// or slower, so the default maximum is an eighth.
+pub const DEFAULT_STREAM_MIN_BYTES: usize = 32 << 10;
+/// [`ENV_STREAM_MAX`] when the L2 size cannot be read from sysfs.
+pub const FALLBACK_STREAM_MAX_BYTES: usize = 128 << 10;
+
 /// Barrier structure: `flat`, `tree` or `auto` (see [`BarrierShape`]).
 pub const ENV_BARRIER: &str = "COBRE_SHM_BARRIER";
 
@@ -195,6 +210,11 @@ pub struct ShmConfig {
     pub yield_for: Option<Duration>,
     /// Smallest message moved by cross-memory reads (0: never).
     pub cma_min_bytes: usize,
+    /// Broadcast staging writes of at least this many bytes use non-temporal stores
+    /// (0: never).
+    pub stream_min_bytes: usize,
+    /// … and of at most this many (`None`: an eighth of this CPU's L2 cache).
+    pub stream_max_bytes: Option<usize>,
     /// Barrier structure.
     pub barrier: BarrierShape,
 }
@@ -234,6 +254,8 @@ impl ShmConfig {
             spin: None,
             yield_for: None,
             cma_min_bytes: DEFAULT_CMA_MIN_BYTES,
+            stream_min_bytes: DEFAULT_STREAM_MIN_BYTES,
+            stream_max_bytes: None,
             barrier: BarrierShape::Auto,
         }
     }
@@ -329,11 +351,32 @@ impl ShmConfig {
         if let Some(b) = num(ENV_CMA_MIN)? {
             cfg.cma_min_bytes = to_usize(b);
         }
+        if let Some(b) = num(ENV_STREAM_MIN)? {
+            cfg.stream_min_bytes = to_usize(b);
+        }
+        cfg.stream_max_bytes = num(ENV_STREAM_MAX)?.map(to_usize);
         if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
             cfg.barrier =
                 BarrierShape::parse(v.trim()).map_err(|e| bad(format!("{ENV_BARRIER}: {e}")))?;
         }
         Ok(cfg)
+    }
+
+    /// Sizes of the broadcast staging writes made with non-temporal stores, given
+    /// this CPU's L2 size (`None`: unknown); empty when turned off.
+    #[must_use]
+    pub fn stream_range(&self, l2_bytes: Option<usize>) -> std::ops::RangeInclusive<usize> {
+        let max = self
+            .stream_max_bytes
+            .or(l2_bytes.map(|b| b / 8))
+            .unwrap_or(FALLBACK_STREAM_MAX_BYTES);
+        // `0` turns streaming off: an empty range (start above end).
+        let min = if self.stream_min_bytes == 0 {
+            usize::MAX
+        } else {
+            self.stream_min_bytes
+        };
+        min..=max
     }
 
     /// The wait policy this configuration asks for on a machine with `cpus` CPUs.
@@ -417,6 +460,35 @@ mod tests {
         assert_eq!(cfg.staging_bytes, 65536);
         assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
         assert_eq!(cfg.barrier, BarrierShape::Tree);
+    }
+
+    #[test]
+    fn streaming_stores_cover_the_configured_sizes() {
+        let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
+        let cfg = |extra: &[(&str, &str)]| {
+            let pairs: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            ShmConfig::from_lookup(lookup(&pairs)).expect("valid configuration")
+        };
+        let l2 = Some(1 << 20);
+        assert_eq!(
+            cfg(&[]).stream_range(l2),
+            DEFAULT_STREAM_MIN_BYTES..=128 << 10
+        );
+        assert_eq!(
+            *cfg(&[]).stream_range(None).end(),
+            FALLBACK_STREAM_MAX_BYTES
+        );
+        let set = cfg(&[(ENV_STREAM_MIN, "4096"), (ENV_STREAM_MAX, "65536")]);
+        assert_eq!(set.stream_range(l2), 4096..=65536);
+        assert!(cfg(&[(ENV_STREAM_MIN, "0")]).stream_range(l2).is_empty());
+        assert!(ShmConfig::from_lookup(lookup(
+            &base
+                .iter()
+                .chain(&[(ENV_STREAM_MAX, "lots")])
+                .copied()
+                .collect::<Vec<_>>()
+        ))
+        .is_err());
     }
 
     #[test]

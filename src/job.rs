@@ -36,6 +36,9 @@ pub(crate) struct Job {
     linked: Mutex<Vec<String>>,
     /// Single-copy reads of peers' memory, when every rank can do them.
     pub(crate) cma: Option<Cma>,
+    /// Sizes of the broadcast staging writes this rank makes with non-temporal
+    /// stores (its own choice: readers cannot tell the difference).
+    pub(crate) stream: std::ops::RangeInclusive<usize>,
 }
 
 /// Cross-memory reads agreed by every rank at attach.
@@ -171,6 +174,7 @@ impl Job {
             linked: Mutex::new(linked),
             control,
             cma: None,
+            stream: cfg.stream_range(crate::topology::l2_cache_bytes()),
         }
     }
 

@@ -46,6 +46,32 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// Bytes of the level-2 cache of CPU 0 (sysfs), if the kernel says.
+#[must_use]
+pub fn l2_cache_bytes() -> Option<usize> {
+    (0..8).find_map(|i| {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let level = read(&format!("{dir}/level"))?;
+        let kind = read(&format!("{dir}/type"))?;
+        (level.trim() == "2" && kind.trim() != "Instruction")
+            .then(|| parse_cache_size(&read(&format!("{dir}/size"))?))
+            .flatten()
+    })
+}
+
+/// A sysfs cache size: `512K`, `2M` or plain bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.strip_suffix('K') {
+        Some(d) => (d, 1 << 10),
+        None => match s.strip_suffix('M') {
+            Some(d) => (d, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
 impl Topology {
     /// The topology of this machine.
     #[must_use]
@@ -370,6 +396,15 @@ pub fn bind_memory(node: u32, strict: bool) -> Result<MemBinding, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_sizes_parse_with_and_without_units() {
+        assert_eq!(parse_cache_size("1024K\n"), Some(1 << 20));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("65536"), Some(65536));
+        assert_eq!(parse_cache_size("big"), None);
+        assert_eq!(parse_cache_size(&format!("{}M", usize::MAX)), None);
+    }
 
     #[test]
     fn this_machine_has_a_topology() {

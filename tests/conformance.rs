@@ -646,6 +646,29 @@ fn run_case<C: BlockPublish>(c: &C, case: &str, caps: Caps) {
             }
             mixed_collectives(c, 2000);
         }
+        "streaming_broadcast" => {
+            // Run with every broadcast piece written by non-temporal stores
+            // (COBRE_SHM_STREAM_MIN_BYTES=1, huge maximum) and 64 KiB
+            // staging: inline, partial-line, unaligned-tail and multi-window
+            // lengths, every root, data that changes every round.
+            for round in 0..40u64 {
+                for len in [1usize, 24, 25, 63, 65, 4099, 32_771, 65_536, 200_001] {
+                    let root = (round as usize + len) % n;
+                    let val = |i: usize| (i as u64 * 31 + round * 7 + root as u64) as u8;
+                    let mut buf: Vec<u8> = if r == root {
+                        (0..len).map(val).collect()
+                    } else {
+                        vec![0xEE; len]
+                    };
+                    c.broadcast(&mut buf, root).expect("broadcast");
+                    assert!(
+                        buf.iter().enumerate().all(|(i, &x)| x == val(i)),
+                        "round {round}, {len} bytes from rank {root}"
+                    );
+                }
+            }
+            mixed_collectives(c, 2000);
+        }
         "staging_4x" => {
             // Run with COBRE_SHM_STAGING_BYTES=65536: four windows and a bit.
             let per_rank = (4 * 65536 / 8 + 77) / n + 1;
@@ -1031,6 +1054,11 @@ fn extra_env(case: &str) -> Vec<(&'static str, String)> {
         "staging_4x" => vec![("COBRE_SHM_STAGING_BYTES", "65536".to_string())],
         "single_copy" => vec![("COBRE_SHM_CMA_MIN_BYTES", "1".to_string())],
         "staged_only" => vec![("COBRE_SHM_CMA_MIN_BYTES", "0".to_string())],
+        "streaming_broadcast" => vec![
+            ("COBRE_SHM_STREAM_MIN_BYTES", "1".to_string()),
+            ("COBRE_SHM_STREAM_MAX_BYTES", (1u64 << 40).to_string()),
+            ("COBRE_SHM_STAGING_BYTES", "65536".to_string()),
+        ],
         _ => vec![],
     }
 }
@@ -1068,6 +1096,7 @@ conformance!(
     staging_4x,
     single_copy,
     staged_only,
+    streaming_broadcast,
     allreduce_all_types,
     any_commdata,
     region_distributed_population,
