@@ -114,9 +114,22 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
         replicated > shared,
         "--replicate {replicated} MB vs shared {shared} MB"
     );
-    assert!(results["machine"]["memcpy_gbps"][0]["gbps"]
-        .as_f64()
-        .is_some_and(|g| g > 0.0));
+    // The ceiling: memcpy measured at every message size, in the table
+    // beside the shm GB/s and in the bandwidth plot.
+    let memcpy = results["machine"]["memcpy_gbps"]
+        .as_array()
+        .expect("memcpy");
+    for p in points.iter().filter(|p| p["op"] != "barrier") {
+        let bytes = p["bytes"].as_u64().expect("bytes");
+        let g = memcpy
+            .iter()
+            .find(|m| m["bytes"].as_u64() == Some(bytes))
+            .and_then(|m| m["gbps"].as_f64())
+            .unwrap_or_else(|| panic!("no memcpy at {bytes} B: {memcpy:?}"));
+        assert!(g > 0.0 && report.contains(&format!(" {g:.1} |")), "{g}");
+    }
+    assert!(report.contains("| shm GB/s | memcpy GB/s |"));
+    assert!(read("bandwidth.svg").contains("memcpy of the same size"));
     for f in ["bandwidth.svg", "sddp_speedup.svg", "latency_allreduce.svg"] {
         assert!(read(f).starts_with("<svg"), "{f}");
     }

@@ -171,7 +171,8 @@ pub struct Machine {
     pub topology: Topology,
     /// CPUs this process may use.
     pub cpus: usize,
-    /// One-thread memcpy GB/s at 256 KiB, 4 MiB, 64 MiB.
+    /// One-thread memcpy GB/s at [`MACHINE_MEMCPY_SIZES`] and every
+    /// collective message size, ascending.
     pub memcpy: Vec<(u64, f64)>,
     /// Every CPU copying 64 MiB at once, summed GB/s.
     pub memcpy_all: Option<f64>,
@@ -359,6 +360,21 @@ struct Plan<'a> {
 /// order the same backend always ran right after Open MPI's largest sweep,
 /// and measured up to 35 % (in one run 3–4×) slower than the identical
 /// code in the next column.
+/// Sizes the one-thread memcpy is measured at: the machine table's three
+/// and, when collectives run, every message size (their ceiling column).
+fn memcpy_sizes(p: &Plan<'_>) -> Vec<u64> {
+    let mut sizes: Vec<u64> = MACHINE_MEMCPY_SIZES.to_vec();
+    if (p.want)(Section::Collectives) {
+        sizes.extend_from_slice(p.sizes);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// The memcpy sizes of the machine table: in L2, in L3, beyond the caches.
+pub const MACHINE_MEMCPY_SIZES: [u64; 3] = [256 << 10, 4 << 20, 64 << 20];
+
 fn collective_sweeps(
     p: &Plan<'_>,
     kernel: Kernel,
@@ -539,9 +555,9 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         results.machine = Some(Machine {
             topology: Topology::discover(),
             cpus,
-            memcpy: [256u64 << 10, 4 << 20, 64 << 20]
-                .iter()
-                .map(|&b| (b, machine::memcpy_gbps(b as usize, quick)))
+            memcpy: memcpy_sizes(p)
+                .into_iter()
+                .map(|b| (b, machine::memcpy_gbps(b as usize, quick)))
                 .collect(),
             memcpy_all: (cpus > 1).then(|| machine::memcpy_all_gbps(p.cpu_list, 64 << 20, quick)),
             round_trip_us: (cpus > 1)

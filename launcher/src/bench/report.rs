@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::collectives::{Backend, Sweep, OPS};
 use super::svg::{self, Lines, Scale, Series};
 use super::training::TrainRun;
-use super::Results;
+use super::{Results, MACHINE_MEMCPY_SIZES};
 use cobre_shm_sddp::publish::{write_dir, Contents, PublishError};
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -28,7 +28,11 @@ fn machine_md(s: &mut String, r: &Results) {
     let Some(m) = &r.machine else { return };
     let _ = writeln!(s, "## Machine\n\n```\n{}```\n", m.topology.render());
     let _ = writeln!(s, "| measure | value |\n|---|---:|");
-    for (b, g) in &m.memcpy {
+    for (b, g) in m
+        .memcpy
+        .iter()
+        .filter(|(b, _)| MACHINE_MEMCPY_SIZES.contains(b))
+    {
         let _ = writeln!(
             s,
             "| memcpy, 1 thread, {} | {g:.1} GB/s |",
@@ -92,14 +96,26 @@ fn collectives_md(s: &mut String, r: &Results) {
             continue;
         };
         let others: Vec<&&Sweep> = runs.iter().filter(|w| w.backend != Backend::Shm).collect();
+        let ceiling = |bytes: u64| {
+            r.machine
+                .as_ref()
+                .and_then(|m| m.memcpy.iter().find(|(b, _)| *b == bytes))
+                .map(|(_, g)| *g)
+        };
+        let with_ceiling = r.machine.is_some();
         let _ = write!(
             s,
-            "### {n} ranks\n\n| operation | bytes | shm µs | shm GB/s |"
+            "### {n} ranks\n\n| operation | bytes | shm µs | shm GB/s |{}",
+            if with_ceiling { " memcpy GB/s |" } else { "" }
         );
         for o in &others {
             let _ = write!(s, " {} µs | ratio |", o.backend.label());
         }
-        let _ = write!(s, "\n|---|---:|---:|---:|");
+        let _ = write!(
+            s,
+            "\n|---|---:|---:|---:|{}",
+            if with_ceiling { "---:|" } else { "" }
+        );
         s.push_str(&"---:|---:|".repeat(others.len()));
         s.push('\n');
         for p in &shm.points {
@@ -119,6 +135,10 @@ fn collectives_md(s: &mut String, r: &Results) {
                 },
                 p.us
             );
+            if with_ceiling {
+                let c = ceiling(p.bytes).filter(|_| p.op != "barrier");
+                let _ = write!(s, " {} |", opt(c, 1));
+            }
             for o in &others {
                 let v = o.at(&p.op, p.bytes);
                 let _ = write!(s, " {} | {} |", opt(v, 2), opt(v.map(|x| x / p.us), 2));
@@ -269,8 +289,8 @@ fn training_md(s: &mut String, r: &Results) {
 const HOW_TO_READ: &str = "\
 How to read it: every figure was measured on this machine in this run; compare ratios \
 within a table, not absolute numbers across machines or runs. Collective times are medians \
-over batches, so one slow batch does not move them. For large messages the shm GB/s can be \
-held against the memcpy rows above it (the ceiling for one copy). SDDP rows are what a user \
+over batches, so one slow batch does not move them. The memcpy column beside the shm GB/s is \
+one thread copying the same number of bytes (the ceiling for one copy). SDDP rows are what a user \
 waits for (`time_secs.total` of `summary.json` per iteration, setup included).";
 
 fn markdown(r: &Results) -> String {
@@ -332,14 +352,16 @@ fn plots(r: &Results) -> Vec<(String, String)> {
             })
             .collect();
         if let Some(m) = &r.machine {
-            if let Some(&(_, g)) = m.memcpy.iter().find(|(b, _)| *b == 64 << 20) {
-                let (lo, hi) = (
-                    *r.sizes.iter().min().unwrap_or(&8) as f64,
-                    *r.sizes.iter().max().unwrap_or(&8) as f64,
-                );
+            let points: Vec<(f64, f64)> = m
+                .memcpy
+                .iter()
+                .filter(|(b, _)| r.sizes.contains(b))
+                .map(|&(b, g)| (b as f64, g))
+                .collect();
+            if !points.is_empty() {
                 bw.push(Series {
-                    name: "memcpy 64 MiB, 1 thread".into(),
-                    points: vec![(lo, g), (hi, g)],
+                    name: "memcpy of the same size, 1 thread".into(),
+                    points,
                     dashed: true,
                 });
             }
