@@ -17,6 +17,11 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
     exit 0
   fi
 fi
-export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/../miri-target"
+# One Miri target directory per checkout: cargo-miri's test "binaries"
+# record the directory they were built in, and one shared between two
+# clones (CI's and a developer's) ran the tests in the other, vanished one
+# ("No such file or directory").
+checkout_key=$(pwd -P | cksum | cut -d' ' -f1)
+export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/../miri-target/$checkout_key"
 cargo +nightly miri setup >/dev/null 2>&1 || { echo "miri: NOTICE: miri setup failed: skipping"; exit 0; }
 cargo +nightly miri test -p cobre-shm --lib -- protocol header

@@ -146,7 +146,7 @@ impl Job {
     /// range (the receivers then read it from memory instead of out of the
     /// root's cache), with plain ones otherwise. Only broadcasts: when every
     /// rank writes and reads at once (allgatherv, allreduce) streaming was
-    /// level at best and 15–25 % slower from 128 KiB (`benches/README.md`,
+    /// level up to 128 KiB and slower from 256 KiB (`benches/README.md`,
     /// "Streaming stores").
     fn stage_as_root<T: Copy>(&self, offset: usize, src: &[T]) {
         let seg = self.control.segment();

@@ -32,11 +32,11 @@ pub(crate) fn put<T: Copy>(seg: &Segment, offset: usize, src: &[T]) {
 /// Copy `src` into `seg` at byte `offset` with non-temporal stores, which
 /// write whole lines to memory without keeping them in this CPU's cache, so
 /// a reader on another CPU loads them from memory instead of pulling
-/// modified lines out of this CPU's cache (measured faster from 32 KiB to
-/// the L2 size: `benches/README.md`, "Streaming stores"). Ends with a store
-/// fence, so the barrier's release store that follows orders them like
-/// ordinary stores. A plain copy where the instructions do not exist (and
-/// under Miri).
+/// modified lines out of this CPU's cache (broadcast pieces of 32–128 KiB
+/// measured 1.1–2× faster: `benches/README.md`, "Streaming stores"). Ends
+/// with a store fence, so the barrier's release store that follows orders
+/// them like ordinary stores. A plain copy where the instructions do not
+/// exist (and under Miri).
 ///
 /// # Panics
 /// If the range is outside the segment (a crate bug).
@@ -61,9 +61,9 @@ unsafe fn stream_copy(src: *const u8, dst: *mut u8, bytes: usize) {
     const LINE: usize = 64;
     let head = dst.align_offset(LINE).min(bytes);
     let body = (bytes - head) / LINE * LINE;
-    // SAFETY: `head + body <= bytes`, so every pointer below
-    // stays in the two ranges the caller vouches for; `dst + head` is
-    // 64-byte aligned (or `body` is 0), so each 16-byte store target is 16-byte aligned as
+    // SAFETY: `head + body <= bytes`, so every pointer below stays in the
+    // two ranges the caller vouches for; `dst + head` is 64-byte aligned
+    // (or `body` is 0), so each 16-byte store target is 16-byte aligned as
     // `_mm_stream_si128` requires; loads are unaligned (`loadu`); SSE2 is
     // part of the x86-64 baseline.
     unsafe {

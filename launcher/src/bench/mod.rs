@@ -353,13 +353,6 @@ struct Plan<'a> {
     repeat: usize,
 }
 
-/// Every backend's collectives sweep at every rank count, in `p.repeat`
-/// rounds that take the backends in turn (a slow spell of a shared machine
-/// then hits every column alike), merged point by point into medians. The
-/// order changes from round to round ([`sweep_order`]): with one fixed
-/// order the same backend always ran right after Open MPI's largest sweep,
-/// and measured up to 35 % (in one run 3–4×) slower than the identical
-/// code in the next column.
 /// Sizes the one-thread memcpy is measured at: the machine table's three
 /// and, when collectives run, every message size (their ceiling column).
 fn memcpy_sizes(p: &Plan<'_>) -> Vec<u64> {
@@ -375,6 +368,13 @@ fn memcpy_sizes(p: &Plan<'_>) -> Vec<u64> {
 /// The memcpy sizes of the machine table: in L2, in L3, beyond the caches.
 pub const MACHINE_MEMCPY_SIZES: [u64; 3] = [256 << 10, 4 << 20, 64 << 20];
 
+/// Every backend's collectives sweep at every rank count, in `p.repeat`
+/// rounds that take the backends in turn (a slow spell of a shared machine
+/// then hits every column alike), merged point by point into medians. The
+/// order changes from round to round ([`sweep_order`]): with one fixed
+/// order the same backend always ran right after Open MPI's largest sweep,
+/// and measured up to 35 % (in one run 3–4×) slower than the identical
+/// code in the next column.
 fn collective_sweeps(
     p: &Plan<'_>,
     kernel: Kernel,
