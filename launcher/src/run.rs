@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use cobre_comm::Communicator;
 use cobre_shm::comm::Comm;
 use cobre_shm::ShmBackend;
 use cobre_shm_run::{RunError, RunOptions};
@@ -57,12 +58,25 @@ fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
     match cobre_shm_run::run(&comm, &opts) {
         Ok(outcome) => outcome.exit_code(),
         // The failing rank says why; its peers only follow it.
-        Err(RunError::Peer { .. }) => 1,
+        Err(RunError::Peer { .. }) => {
+            settle(&comm);
+            1
+        }
         Err(e) => {
             crate::launch::line(&format!("cobre-shm: rank {rank}: {e}"));
+            settle(&comm);
             1
         }
     }
+}
+
+/// After a failure: one last barrier, so no rank exits before the one that
+/// says why has said it (the launcher stops every rank at the first exit,
+/// and a follower exiting first had the culprit killed mid-sentence). The
+/// barrier fails at once when a peer is gone, and ends in a mismatch when a
+/// peer is still in another collective, so it cannot hang.
+fn settle(comm: &Comm) {
+    let _ = comm.barrier();
 }
 
 /// Start the ranks of `plan` on the study of `args`.
