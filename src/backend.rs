@@ -9,7 +9,7 @@ use cobre_comm::{
     TopologyProvider,
 };
 
-use crate::config::{MemPolicy, ShmConfig};
+use crate::config::{BarrierChoice, MemPolicy, ShmConfig};
 use crate::error::{collective_failed, ShmError};
 use crate::job::Job;
 use crate::plain;
@@ -103,6 +103,13 @@ impl ShmBackend {
     #[must_use]
     pub fn single_copy_min_bytes(&self) -> Option<usize> {
         self.job.cma.as_ref().map(|c| c.min_bytes)
+    }
+
+    /// The barrier shape this job meets at, with the start-up timings when
+    /// it measured both (`COBRE_SHM_BARRIER`).
+    #[must_use]
+    pub fn barrier_choice(&self) -> BarrierChoice {
+        self.job.barrier_choice
     }
 
     /// Name of the job's control segment.

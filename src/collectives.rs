@@ -699,14 +699,68 @@ mod protocol_tests {
         }
     }
 
+    /// Both shapes in turn, switched by every rank at the same epochs in
+    /// an irregular pattern (flat→tree, tree→flat, several of one in a
+    /// row), between and inside rounds of the exchange: every value
+    /// arrives intact, so a switch never lets a rank read staging a peer
+    /// still writes or pass a barrier early.
+    #[test]
+    fn protocol_barrier_shape_switches_between_collectives() {
+        let sizes: &[usize] = if cfg!(miri) { &[3] } else { &[2, 5, 6, 17, 22] };
+        for &size in sizes {
+            run_ranks(size, |job| {
+                for k in 0..if cfg!(miri) { 4 } else { 12 } {
+                    job.sync.set_tree((k * 5 + k / 3) % 3 == 0);
+                    exercise_for(job, 2, |round| {
+                        job.sync.set_tree((k + round) % 2 == 0);
+                    });
+                }
+            });
+        }
+    }
+
+    /// The start-up measurement on threads: every rank ends on the same
+    /// shape and timings (rank 0's), both timings are positive, and the
+    /// exchange then passes at that shape.
+    #[test]
+    fn protocol_measured_shape_is_agreed_by_every_rank() {
+        use std::sync::Mutex;
+        static SEEN: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+        let sizes: &[usize] = if cfg!(miri) { &[2] } else { &[1, 3, 9] };
+        for &size in sizes {
+            SEEN.lock().expect("lock").clear();
+            run_ranks(size, |job| {
+                let choice = job.measure_barrier_shapes().expect("measure");
+                let (flat, tree) = choice.measured.expect("timings");
+                assert!(flat > 0.0 && tree > 0.0, "{choice}");
+                assert_eq!(choice.tree, tree < flat, "{choice}");
+                assert_eq!(job.sync.is_tree(), choice.tree);
+                SEEN.lock()
+                    .expect("lock")
+                    .push((job.rank, format!("{choice}")));
+                exercise(job);
+            });
+            let seen = SEEN.lock().expect("lock");
+            assert_eq!(seen.len(), size);
+            assert!(seen.iter().all(|(_, c)| *c == seen[0].1), "{seen:?}");
+        }
+    }
+
     /// Barriers, allgatherv of uneven blocks across several windows (a rank
     /// sending nothing every other round), allreduce and broadcast from a
     /// moving root, checked value by value on every rank.
     fn exercise(job: &Job) {
+        exercise_for(job, rounds(), |_| {});
+    }
+
+    /// [`exercise`] for `rounds` rounds, calling `between` after each
+    /// round's barrier.
+    fn exercise_for(job: &Job, rounds: usize, between: impl Fn(usize)) {
         let (r, n) = (job.rank, job.size);
-        for round in 0..rounds() {
+        for round in 0..rounds {
             job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
                 .expect("barrier");
+            between(round);
             // Up to 700 u64 per rank: 2100 × 8 bytes spans several 4 KiB
             // windows; every other round rank 1 sends nothing.
             let counts: Vec<usize> = (0..n)

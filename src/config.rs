@@ -58,17 +58,20 @@ pub const DEFAULT_STREAM_MIN_BYTES: usize = 32 << 10;
 /// [`ENV_STREAM_MAX`] when the L2 size cannot be read from sysfs.
 pub const FALLBACK_STREAM_MAX_BYTES: usize = 128 << 10;
 
-/// Barrier structure: `flat`, `tree` or `auto` (see [`BarrierShape`]).
+/// Barrier structure: `flat`, `tree`, `measure` or `auto` (see [`BarrierShape`]).
 pub const ENV_BARRIER: &str = "COBRE_SHM_BARRIER";
 
 /// How the ranks of a job meet at a barrier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BarrierShape {
-    /// [`Self::Tree`] from [`BarrierShape::TREE_MIN_RANKS`] ranks when
-    /// every rank has a CPU of its own, [`Self::Flat`] otherwise: with more
-    /// ranks than CPUs each level of the tree waits for one more process to
-    /// be scheduled, and the flat barrier measured 1.4–2.4× faster at 4–32
-    /// ranks on 2 CPUs (benches/README.md, "Barrier shapes").
+    /// [`Self::Flat`] at 1–2 ranks and when ranks outnumber CPUs,
+    /// [`Self::Measure`] otherwise. At 2 ranks the tree costs two line
+    /// transfers where the flat barrier costs one (measured 0.13 against
+    /// 0.06 µs); with more ranks than CPUs each level of the tree waits for
+    /// one more process to be scheduled, and the flat barrier measured
+    /// 1.4–2.4× faster at 4–32 ranks on 2 CPUs (benches/README.md, "Barrier
+    /// shapes"). Between those, which one wins depends on the machine's
+    /// cache-line transfer costs, so the job measures.
     #[default]
     Auto,
     /// Every rank stores its arrival word and reads every peer's: one line
@@ -78,18 +81,17 @@ pub enum BarrierShape {
     /// rank 0 stores one release word everyone reads: about
     /// log4(R) + 1 line transfers on the critical path, at most 4 reads per rank.
     Tree,
+    /// Time both shapes when the job starts (alternating batches of
+    /// barriers, the fastest batch of each) and meet at the faster one from
+    /// then on; rank 0's timing decides for every rank.
+    Measure,
 }
 
 impl BarrierShape {
     /// Children per parent in the tree barrier.
     pub const TREE_FAN_IN: usize = 4;
-    /// Smallest job for which `auto` picks the tree. At 2 ranks the tree
-    /// costs two line transfers where the flat barrier costs one (measured
-    /// 0.13 against 0.06 µs); from 9 ranks it needs 3 (two levels and the
-    /// release) while the flat one reads 8 lines per rank, each read by 8.
-    pub const TREE_MIN_RANKS: usize = 9;
 
-    /// Parse `auto`, `flat` or `tree`.
+    /// Parse `auto`, `flat`, `tree` or `measure`.
     ///
     /// # Errors
     /// A message listing the accepted values.
@@ -98,25 +100,51 @@ impl BarrierShape {
             "auto" => Ok(Self::Auto),
             "flat" => Ok(Self::Flat),
             "tree" => Ok(Self::Tree),
-            _ => Err(format!("'{v}' is not one of auto, flat, tree")),
+            "measure" => Ok(Self::Measure),
+            _ => Err(format!("'{v}' is not one of auto, flat, tree, measure")),
         }
     }
 
-    /// [`Self::is_tree`] on this machine's online CPUs: the shape a rank of
-    /// a `size`-rank job started here meets at.
+    /// [`Self::resolve`] on this machine's online CPUs.
     #[must_use]
-    pub fn is_tree_here(self, size: usize) -> bool {
-        self.is_tree(size, crate::job::online_cpus())
+    pub fn resolve_here(self, size: usize) -> Self {
+        self.resolve(size, crate::job::online_cpus())
     }
 
-    /// Whether a job of `size` ranks on a machine with `cpus` online CPUs
-    /// meets at the tree barrier (the same answer on every rank of a node).
+    /// What a job of `size` ranks on a machine with `cpus` online CPUs
+    /// does: [`Self::Flat`], [`Self::Tree`] or [`Self::Measure`] (the same
+    /// answer on every rank of a node). One rank never measures.
     #[must_use]
-    pub fn is_tree(self, size: usize, cpus: usize) -> bool {
+    pub fn resolve(self, size: usize, cpus: usize) -> Self {
         match self {
-            Self::Auto => size >= Self::TREE_MIN_RANKS && size <= cpus,
-            Self::Flat => false,
-            Self::Tree => true,
+            Self::Auto if size <= 2 || size > cpus => Self::Flat,
+            Self::Auto | Self::Measure if size > 1 => Self::Measure,
+            Self::Auto | Self::Measure | Self::Flat => Self::Flat,
+            Self::Tree => Self::Tree,
+        }
+    }
+}
+
+/// The barrier shape a job meets at, and what the start-up measurement
+/// found when it made one (`COBRE_SHM_BARRIER=measure`, or `auto` with 3 or
+/// more ranks and a CPU each).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BarrierChoice {
+    /// The tree barrier (`false`: the flat one).
+    pub tree: bool,
+    /// Rank 0's fastest µs per barrier, (flat, tree), when measured.
+    pub measured: Option<(f64, f64)>,
+}
+
+impl std::fmt::Display for BarrierChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.tree { "tree" } else { "flat" })?;
+        match self.measured {
+            Some((flat, tree)) => write!(
+                f,
+                " (measured at start-up: flat {flat:.3} µs, tree {tree:.3} µs per barrier)"
+            ),
+            None => Ok(()),
         }
     }
 }
@@ -492,15 +520,23 @@ mod tests {
     }
 
     #[test]
-    fn auto_picks_the_tree_only_from_nine_ranks_with_a_cpu_each() {
-        assert!(!BarrierShape::Auto.is_tree(2, 64));
-        assert!(!BarrierShape::Auto.is_tree(8, 64));
-        assert!(BarrierShape::Auto.is_tree(9, 64));
-        assert!(BarrierShape::Auto.is_tree(64, 64));
-        assert!(!BarrierShape::Auto.is_tree(65, 64));
-        assert!(!BarrierShape::Auto.is_tree(16, 2));
-        assert!(BarrierShape::Tree.is_tree(2, 2));
-        assert!(!BarrierShape::Flat.is_tree(64, 64));
+    fn auto_measures_from_three_ranks_when_each_has_a_cpu() {
+        use BarrierShape::{Auto, Flat, Measure, Tree};
+        assert_eq!(Auto.resolve(1, 64), Flat);
+        assert_eq!(Auto.resolve(2, 64), Flat);
+        assert_eq!(Auto.resolve(3, 64), Measure);
+        assert_eq!(Auto.resolve(64, 64), Measure);
+        assert_eq!(Auto.resolve(65, 64), Flat);
+        assert_eq!(Auto.resolve(16, 2), Flat);
+        assert_eq!(Measure.resolve(2, 2), Measure);
+        assert_eq!(Measure.resolve(16, 2), Measure);
+        assert_eq!(Measure.resolve(1, 2), Flat);
+        assert_eq!(Tree.resolve(2, 2), Tree);
+        assert_eq!(Flat.resolve(64, 64), Flat);
+        assert_eq!(BarrierShape::parse("measure"), Ok(Measure));
+        assert!(
+            BarrierShape::parse("fastest").is_err_and(|e| e.contains("auto, flat, tree, measure"))
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use cobre_shm_layout::{rank_lock_byte, AbortKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::config::{validate_name, MemPolicy, ShmConfig};
+use crate::config::{validate_name, BarrierChoice, BarrierShape, MemPolicy, ShmConfig};
 use crate::control::Control;
 use crate::error::ShmError;
 use crate::os::segment::Segment;
@@ -24,7 +24,12 @@ pub(crate) struct Job {
     pub(crate) control: Control,
     pub(crate) rank: usize,
     pub(crate) size: usize,
-    sync: Barrier,
+    pub(crate) sync: Barrier,
+    /// The barrier shape this job starts with (`Flat`, `Tree` or `Measure`).
+    planned: BarrierShape,
+    /// The shape the job meets at after attach, and the start-up timings
+    /// when it measured them.
+    pub(crate) barrier_choice: BarrierChoice,
     /// Pid of the launcher, when one created the job.
     pub(crate) launcher_pid: Option<u32>,
     /// Next shared-region sequence number (identical on every rank).
@@ -40,6 +45,13 @@ pub(crate) struct Job {
     /// stores (its own choice: readers cannot tell the difference).
     pub(crate) stream: std::ops::RangeInclusive<usize>,
 }
+
+/// Rounds of [`Job::measure_barrier_shapes`]: each times one batch of
+/// either shape.
+const SHAPE_ROUNDS: usize = 5;
+/// Barriers per timed batch (64 ranks at ≈ 5 µs per flat barrier: about
+/// 3 ms for the whole measurement; a few under Miri, which is slow).
+const SHAPE_BATCH: usize = if cfg!(miri) { 2 } else { 64 };
 
 /// Cross-memory reads agreed by every rank at attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +118,52 @@ impl Job {
         job.cma = job
             .probe_cma(cfg.cma_min_bytes)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
+        if job.planned == BarrierShape::Measure {
+            job.barrier_choice = job
+                .measure_barrier_shapes()
+                .map_err(|e| ShmError::Aborted(e.to_string()))?;
+        }
         Ok(job)
+    }
+
+    /// Time both barrier shapes and switch every rank to the faster one
+    /// (`BarrierShape::Measure`). Every rank runs the same barriers in the
+    /// same order, [`SHAPE_ROUNDS`] rounds of a batch of
+    /// [`SHAPE_BATCH`] flat and a batch of tree barriers (which goes first
+    /// alternates), so all switch shapes at the same epochs; a batch's mean
+    /// is the period of the whole job's barrier, and the fastest batch of
+    /// each shape counts (interference only adds time). Rank 0's figures
+    /// decide, shared through one more (flat) barrier.
+    pub(crate) fn measure_barrier_shapes(&self) -> Result<BarrierChoice, CommError> {
+        const OP: &str = "attach (measuring barrier shapes)";
+        let sig = Signature::new(OpKind::Attach).mix(0x5_4A9E).finish();
+        let mut best = [f64::INFINITY; 2];
+        for round in 0..SHAPE_ROUNDS {
+            for k in 0..2 {
+                let tree = (round + k) % 2 == 1;
+                self.sync.set_tree(tree);
+                let start = Instant::now();
+                for _ in 0..SHAPE_BATCH {
+                    self.barrier(sig, OP)?;
+                }
+                let us = start.elapsed().as_secs_f64() * 1e6 / SHAPE_BATCH as f64;
+                best[usize::from(tree)] = best[usize::from(tree)].min(us);
+            }
+        }
+        self.sync.set_tree(false);
+        let [flat_us, tree_us] = best;
+        let words = [
+            u64::from(tree_us < flat_us),
+            flat_us.to_bits(),
+            tree_us.to_bits(),
+        ];
+        let [tree, flat_bits, tree_bits] = self.exchange_words(words, sig, OP)?[0];
+        let choice = BarrierChoice {
+            tree: tree == 1,
+            measured: Some((f64::from_bits(flat_bits), f64::from_bits(tree_bits))),
+        };
+        self.sync.set_tree(choice.tree);
+        Ok(choice)
     }
 
     /// Whether every rank can read every other rank's memory (same user,
@@ -158,15 +215,17 @@ impl Job {
     fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
         let info = control.info();
         let cpus = online_cpus();
+        let planned = cfg.barrier.resolve(cfg.size, cpus);
+        let tree = planned == BarrierShape::Tree;
         Self {
             rank: cfg.rank,
             size: cfg.size,
-            sync: Barrier::new(
-                cfg.rank,
-                cfg.size,
-                cfg.wait_policy(cpus),
-                cfg.barrier.is_tree(cfg.size, cpus),
-            ),
+            sync: Barrier::new(cfg.rank, cfg.size, cfg.wait_policy(cpus), tree),
+            planned,
+            barrier_choice: BarrierChoice {
+                tree,
+                measured: None,
+            },
             launcher_pid: cfg.creator_pid,
             region_seq: AtomicU64::new(0),
             mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
@@ -228,7 +287,7 @@ impl Job {
         // with a mismatch instead of waiting for each other forever.
         let sig = Signature::new(OpKind::Attach)
             .mix(cfg.size as u64)
-            .mix(u64::from(self.sync.is_tree()))
+            .mix(self.planned as u64)
             .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync

@@ -12,7 +12,7 @@
 //! `e` was checked by that peer itself, so every pair is compared once.
 //!
 //! That is the *flat* shape. The *tree* shape (`COBRE_SHM_BARRIER`, chosen
-//! by `auto` from 9 ranks when every rank has a CPU) uses the same words
+//! by `measure`, which `auto` is from 3 ranks when every rank has a CPU) uses the same words
 //! differently: rank r waits for its children 4r+1…4r+4 and compares their
 //! signatures, then stores its arrival — "my subtree is here" — for its
 //! parent; rank 0 then stores the release word everyone else waits for.
@@ -26,8 +26,8 @@
 //! (their lock bytes) and the job deadline.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, Instant};
 
 use cobre_comm::CommError;
@@ -191,8 +191,9 @@ pub(crate) struct Barrier {
     pub(crate) size: usize,
     pub(crate) policy: WaitPolicy,
     /// Arrivals combine up a tree (`BarrierShape::Tree`) instead of every
-    /// rank reading every peer.
-    tree: bool,
+    /// rank reading every peer. Changed only between barriers, by every
+    /// rank at the same epoch (the start-up measurement of both shapes).
+    tree: AtomicBool,
     /// Barriers this rank has completed.
     epoch: AtomicU32,
 }
@@ -203,14 +204,22 @@ impl Barrier {
             rank,
             size,
             policy,
-            tree,
+            tree: AtomicBool::new(tree),
             epoch: AtomicU32::new(0),
         }
     }
 
     /// Whether arrivals combine up the tree.
     pub(crate) fn is_tree(&self) -> bool {
-        self.tree
+        self.tree.load(Relaxed)
+    }
+
+    /// Meet at the tree (`true`) or the flat barrier from the next barrier
+    /// on. Every rank must switch between the same two barriers: a flat
+    /// barrier followed by a tree one (or the reverse) is safe because both
+    /// accept peers that are already ahead and the release word only grows.
+    pub(crate) fn set_tree(&self, tree: bool) {
+        self.tree.store(tree, Relaxed);
     }
 
     /// The epoch reached so far (completed barriers).
@@ -230,7 +239,7 @@ impl Barrier {
         sig: u32,
         op: &'static str,
     ) -> Result<(), BarrierError> {
-        if self.tree {
+        if self.is_tree() {
             self.tree_wait(ctl, sig, op)
         } else {
             self.wait_until(ctl, sig, op, None)

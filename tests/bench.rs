@@ -69,6 +69,11 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
     );
     let points = shm["points"].as_array().expect("points");
     assert_eq!(points.len(), 1 + 3 * 2, "barrier + 3 operations × 2 sizes");
+    // Each run reports its barrier shape: `auto` is flat at 2 ranks, and
+    // the forced-tree column meets at the tree.
+    assert_eq!(shm["barrier"], serde_json::json!(["flat", "flat"]));
+    assert!(report.contains("— barrier: flat ×2"), "{report}");
+    assert!(report.contains("— barrier: tree ×2"), "{report}");
     for p in points {
         let (op, us) = (p["op"].as_str().expect("op"), p["us"].as_f64().expect("us"));
         assert!(us > 0.0 && us.is_finite(), "{p}");

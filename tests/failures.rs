@@ -132,16 +132,23 @@ fn rank_entry() {
             }
             println!("RANK-{r}-SAW-MISMATCH");
         }
-        "oversubscribed" => {
-            for step in 0..2000u64 {
-                let mut s = [0u64];
-                c.allreduce(&[step + r as u64], &mut s, ReduceOp::Sum)
-                    .expect("allreduce");
-                let n = c.size() as u64;
-                assert_eq!(s[0], n * step + n * (n - 1) / 2);
-            }
+        "report_barrier" => {
+            println!("BARRIER {}", c.barrier_choice());
+            oversubscribed_sums(&c);
         }
+        "oversubscribed" => oversubscribed_sums(&c),
         other => panic!("unknown case {other}"),
+    }
+}
+
+/// 2000 allreduces of one value, each checked.
+fn oversubscribed_sums(c: &ShmBackend) {
+    let (r, n) = (c.rank() as u64, c.size() as u64);
+    for step in 0..2000u64 {
+        let mut s = [0u64];
+        c.allreduce(&[step + r], &mut s, ReduceOp::Sum)
+            .expect("allreduce");
+        assert_eq!(s[0], n * step + n * (n - 1) / 2);
     }
 }
 
@@ -371,7 +378,7 @@ fn a_mismatch_with_a_broadcast_root_reaches_both_ranks() {
 }
 
 /// The tree barrier (forced with `COBRE_SHM_BARRIER=tree`; `auto` picks it
-/// only with a CPU per rank from 9 ranks) keeps the flat one's promises at
+/// only where it measured faster at start-up) keeps the flat one's promises at
 /// sizes with two levels: values intact under oversubscription, a
 /// mismatched leaf found, a killed leaf named to every survivor in under a
 /// second.
@@ -449,6 +456,38 @@ fn ranks_with_different_barrier_shapes_stop_at_attach() {
     assert!(out.iter().all(|o| !o.status.success()), "{all}");
     assert!(all.contains("collective mismatch"), "{all}");
     assert_no_leftovers(&name);
+}
+
+/// `COBRE_SHM_BARRIER=measure` (what `auto` does from 3 ranks with a CPU
+/// each): every rank times both shapes at attach, and all end on rank 0's
+/// choice — the same line on every rank, with the timings — then exchange
+/// intact values (3 and 4 ranks, oversubscribed here).
+#[test]
+fn measured_barrier_shape_is_the_same_on_every_rank() {
+    for ranks in [3, 4] {
+        let name = unique_name("measure");
+        let env = [
+            env_of(&name, "report_barrier"),
+            vec![("COBRE_SHM_BARRIER", "measure".to_string())],
+        ]
+        .concat();
+        let out = spawn("rank_entry", ranks, &env, &[]).wait(Duration::from_secs(60));
+        let lines: Vec<String> = out
+            .iter()
+            .map(|o| {
+                assert!(o.status.success(), "{}", o.describe());
+                o.stdout
+                    .lines()
+                    .find(|l| l.starts_with("BARRIER "))
+                    .unwrap_or_else(|| panic!("no BARRIER line\n{}", o.describe()))
+                    .to_string()
+            })
+            .collect();
+        println!("{ranks} ranks: {}", lines[0]);
+        assert!(lines.iter().all(|l| *l == lines[0]), "{lines:?}");
+        assert!(lines[0].contains("measured at start-up"), "{lines:?}");
+        assert_no_leftovers(&name);
+    }
 }
 
 /// Write a control-segment header by hand, as another build or a dead run

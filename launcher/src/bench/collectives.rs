@@ -177,6 +177,9 @@ pub fn measure_all<C: Communicator>(
     Ok(out)
 }
 
+/// How `bench-rank`'s rank 0 reports the barrier shape of an shm job.
+const BARRIER_LINE: &str = "# barrier: ";
+
 /// The hidden `bench-rank` subcommand: one rank of a measuring job; rank 0
 /// prints the points.
 ///
@@ -186,6 +189,9 @@ pub fn rank_main(sizes: &[u64], k: Kernel) -> Result<i32, String> {
     let comm = cobre_shm::create_communicator().map_err(|e| e.to_string())?;
     let points = measure_all(&comm, sizes, k).map_err(|e| e.to_string())?;
     if comm.rank() == 0 {
+        if let cobre_shm::Comm::Shm(shm) = &comm {
+            println!("{BARRIER_LINE}{}", shm.barrier_choice());
+        }
         for p in points {
             println!("RESULT\t{}\t{}\t{:.4}", p.op, p.bytes, p.us);
         }
@@ -201,8 +207,8 @@ pub enum Backend {
     /// The same with cross-memory reads off (every byte through the
     /// staging buffers), to show what single-copy reads gain.
     ShmStaged,
-    /// The same with the barrier shape `auto` did not pick
-    /// (`COBRE_SHM_BARRIER=flat|tree`), to show what the choice gains.
+    /// The same with the barrier forced to one shape
+    /// (`COBRE_SHM_BARRIER=flat|tree`), to show what `auto`'s choice gains.
     ShmBarrier(&'static str),
     /// This binary under `mpiexec`, through cobre-comm's MPI backend.
     CobreCommMpi(String),
@@ -237,6 +243,9 @@ pub struct Sweep {
     pub points: Vec<Point>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// The barrier shape each run's rank 0 reported (shm runs: the shape
+    /// and, when `auto` measured both, the start-up timings).
+    pub barrier: Vec<String>,
 }
 
 impl Sweep {
@@ -286,9 +295,16 @@ fn run(backend: Backend, ranks: usize, mut cmd: Command, k: Kernel) -> Sweep {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let mut barrier = Vec::new();
     let (points, error) = match cmd.output() {
         Ok(o) if o.status.success() => {
-            let points = parse(&String::from_utf8_lossy(&o.stdout));
+            let out = String::from_utf8_lossy(&o.stdout);
+            barrier.extend(
+                out.lines()
+                    .filter_map(|l| l.strip_prefix(BARRIER_LINE))
+                    .map(str::to_string),
+            );
+            let points = parse(&out);
             let error = points
                 .is_empty()
                 .then(|| "the run printed no result".to_string());
@@ -303,6 +319,7 @@ fn run(backend: Backend, ranks: usize, mut cmd: Command, k: Kernel) -> Sweep {
         command,
         points,
         error,
+        barrier,
     }
 }
 
@@ -337,15 +354,28 @@ pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     run(Backend::ShmStaged, ranks, cmd, k)
 }
 
-/// The shm sweep at `ranks` with the barrier shape `auto` would not pick
-/// on this machine.
+/// The barrier shapes to sweep besides `auto` at `ranks` on this machine:
+/// the one `auto` does not use, or both when `auto` measures them at
+/// start-up (so the report shows what the measurement chose between).
 #[must_use]
-pub fn shm_other_barrier(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
-    let shape = if BarrierShape::Auto.is_tree_here(ranks) {
-        "flat"
-    } else {
-        "tree"
-    };
+pub fn other_barrier_shapes(ranks: usize) -> Vec<&'static str> {
+    match BarrierShape::Auto.resolve_here(ranks) {
+        BarrierShape::Tree => vec!["flat"],
+        BarrierShape::Measure => vec!["flat", "tree"],
+        BarrierShape::Auto | BarrierShape::Flat => vec!["tree"],
+    }
+}
+
+/// The shm sweep at `ranks` with the barrier forced to `shape`
+/// (`COBRE_SHM_BARRIER=flat|tree`).
+#[must_use]
+pub fn shm_barrier(
+    exe: &Path,
+    shape: &'static str,
+    ranks: usize,
+    sizes: &[u64],
+    k: Kernel,
+) -> Sweep {
     let mut cmd = shm_command(exe, ranks, sizes);
     cmd.env(cobre_shm::config::ENV_BARRIER, shape);
     run(Backend::ShmBarrier(shape), ranks, cmd, k)
@@ -377,11 +407,13 @@ pub fn merge_rounds(rounds: Vec<Vec<Sweep>>) -> Vec<Sweep> {
                         command: w.command.clone(),
                         points: Vec::new(),
                         error: None,
+                        barrier: Vec::new(),
                     },
                     Vec::new(),
                 ));
             }
             let (into, points) = &mut merged[k];
+            into.barrier.extend(w.barrier);
             if let Some(e) = w.error {
                 let note = if total > 1 {
                     format!("round {} of {total}: {e}", i + 1)
@@ -505,6 +537,7 @@ mod tests {
                 })
                 .collect(),
             error: error.map(str::to_string),
+            barrier: vec![format!("flat {}", us.len())],
         }
     }
 
@@ -524,5 +557,7 @@ mod tests {
         // Upper median of the two rounds that measured it.
         assert!((merged[1].points[0].us - 7.0).abs() < 1e-12);
         assert_eq!(merged[1].error.as_deref(), Some("round 2 of 3: died"));
+        assert_eq!(merged[0].barrier, ["flat 2"; 3]);
+        assert_eq!(merged[1].barrier, ["flat 1", "flat 0", "flat 1"]);
     }
 }

@@ -446,10 +446,12 @@ fn sweep_runners<'a>(
         ),
     ];
     if r > 1 {
-        v.push((
-            "other barrier shape".into(),
-            Box::new(move || collectives::shm_other_barrier(p.exe, r, p.sizes, kernel)),
-        ));
+        for shape in collectives::other_barrier_shapes(r) {
+            v.push((
+                format!("{shape} barrier"),
+                Box::new(move || collectives::shm_barrier(p.exe, shape, r, p.sizes, kernel)),
+            ));
+        }
     }
     if let Some(m) = linked {
         v.push((
@@ -468,6 +470,7 @@ fn sweep_runners<'a>(
                     command: String::new(),
                     points: Vec::new(),
                     error: Some(e.clone()),
+                    barrier: Vec::new(),
                 },
             }),
         ));

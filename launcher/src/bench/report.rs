@@ -53,6 +53,26 @@ fn machine_md(s: &mut String, r: &Results) {
 }
 
 /// Backends in first-seen order.
+/// " — barrier: …" from the shapes a sweep's runs reported (one entry
+/// per run, repeats folded: "flat ×5"), or nothing when none did.
+fn barrier_note(reported: &[String]) -> String {
+    let mut parts: Vec<(String, usize)> = Vec::new();
+    for b in reported {
+        match parts.last_mut() {
+            Some((last, n)) if last == b => *n += 1,
+            _ => parts.push((b.clone(), 1)),
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    let text: Vec<String> = parts
+        .into_iter()
+        .map(|(b, n)| if n > 1 { format!("{b} ×{n}") } else { b })
+        .collect();
+    format!(" — barrier: {}", text.join("; "))
+}
+
 fn backends(sweeps: &[Sweep]) -> Vec<Backend> {
     let mut v: Vec<Backend> = Vec::new();
     for sw in sweeps {
@@ -147,12 +167,13 @@ fn collectives_md(s: &mut String, r: &Results) {
         }
         let _ = writeln!(s, "\nCommands:\n");
         for w in &runs {
+            let barrier = barrier_note(&w.barrier);
             match &w.error {
                 Some(e) => {
-                    let _ = writeln!(s, "- `{}` — **failed**: {e}", w.command);
+                    let _ = writeln!(s, "- `{}`{barrier} — **failed**: {e}", w.command);
                 }
                 None => {
-                    let _ = writeln!(s, "- `{}`", w.command);
+                    let _ = writeln!(s, "- `{}`{barrier}", w.command);
                 }
             }
         }
@@ -486,6 +507,7 @@ fn json(r: &Results) -> Value {
             "ranks": w.ranks,
             "command": w.command,
             "error": w.error,
+            "barrier": w.barrier,
             "points": w.points.iter().map(|p| json!({"op": p.op, "bytes": p.bytes, "us": p.us})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "sddp_case": r.case,
