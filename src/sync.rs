@@ -11,8 +11,8 @@
 //! "collective mismatch" instead of exchanging garbage. A peer already past
 //! `e` was checked by that peer itself, so every pair is compared once.
 //!
-//! That is the *flat* shape. The *tree* shape (`COBRE_SHM_BARRIER`, chosen
-//! by `measure`, which `auto` is from 3 ranks when every rank has a CPU) uses the same words
+//! That is the *flat* shape. The *tree* shape (`COBRE_SHM_BARRIER=tree`,
+//! or where the start-up measurement found it faster) uses the same words
 //! differently: rank r waits for its children 4r+1…4r+4 and compares their
 //! signatures, then stores its arrival — "my subtree is here" — for its
 //! parent; rank 0 then stores the release word everyone else waits for.
