@@ -431,6 +431,9 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
         ("COBRE_SHM_STAGING_BYTES", "abc"),
         ("COBRE_SHM_STAGING_BYTES", "99999999999999999999"),
         ("COBRE_SHM_TOPOLOGY", "/nonexistent"),
+        ("COBRE_SHM_BARRIER", "ring"),
+        ("COBRE_SHM_MEMPOLICY", "bogus"),
+        ("COBRE_SHM_SPIN_US", "-5"),
     ] {
         v.push((
             format!("{k}={val}"),

@@ -147,6 +147,52 @@ fn assert_all_gone(pids: &[u32], name: &str) {
     common::assert_no_leftovers(name);
 }
 
+/// A bad `COBRE_SHM_*` setting is refused once by the launcher, before any
+/// rank starts, with the variable named — not once per rank after the
+/// fork. `--timeout` replaces the environment's timeout, so a bad one there
+/// is not held against it.
+#[test]
+fn bad_rank_settings_are_refused_before_any_rank_starts() {
+    for (k, v) in [
+        ("COBRE_SHM_BARRIER", "ring"),
+        ("COBRE_SHM_STAGING_BYTES", "100"),
+        ("COBRE_SHM_MEMPOLICY", "bogus"),
+        ("COBRE_SHM_TIMEOUT_SECS", "-1"),
+        ("COBRE_SHM_SPIN_US", "lots"),
+        ("COBRE_SHM_CMA_MIN_BYTES", "1e6"),
+    ] {
+        let out = Command::new(launcher_bin())
+            .args(["-p", "3", "--", "sh", "-c", "echo started"])
+            .env(k, v)
+            .output()
+            .expect("run cobre-shm");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{k}={v}: {err}");
+        assert!(out.stdout.is_empty(), "{k}={v}: a rank started");
+        assert_eq!(err.lines().count(), 1, "{k}={v}: {err}");
+        assert!(
+            err.contains(k) && err.contains("fix or unset it"),
+            "{k}={v}: {err}"
+        );
+    }
+    let out = Command::new(launcher_bin())
+        .args([
+            "-p",
+            "2",
+            "--timeout",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            "echo started",
+        ])
+        .env("COBRE_SHM_TIMEOUT_SECS", "-1")
+        .output()
+        .expect("run cobre-shm");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
 #[test]
 fn ranks_see_their_environment() {
     let out = Command::new(launcher_bin())

@@ -358,26 +358,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
         mempolicy: cli.mempolicy,
         ..LaunchOptions::default()
     };
-    if let Some(v) = std::env::var(cobre_shm::config::ENV_STAGING)
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        opts.staging_bytes = v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&b: &usize| {
-                b >= cobre_shm_layout::MIN_STAGING_BYTES && b % cobre_shm_layout::PAGE == 0
-            })
-            .ok_or_else(|| {
-                format!(
-                    "{}={v} must be a multiple of {} and at least {}",
-                    cobre_shm::config::ENV_STAGING,
-                    cobre_shm_layout::PAGE,
-                    cobre_shm_layout::MIN_STAGING_BYTES
-                )
-            })?;
-    }
+    opts.staging_bytes = rank_settings(plan.ranks.len(), opts.timeout)?.staging_bytes;
     if let Some(Command::Train(args)) = &cli.command {
         return train::run(args, &plan, &opts, cli.threads, verbosity, false);
     }
@@ -390,6 +371,35 @@ fn run(cli: &Cli) -> Result<i32, String> {
         );
     }
     launch(&plan, &Program::Exec(&cli.program), &opts)
+}
+
+/// The `COBRE_SHM_*` settings every rank will read, checked once here so a
+/// bad value is one clear error before anything starts instead of one per
+/// rank after the fork. The launcher's own variables (name, rank, size,
+/// creator, and the timeout when `--timeout` sets it) get the values the
+/// ranks will see; every other one comes from the environment.
+fn rank_settings(
+    size: usize,
+    timeout: Option<std::time::Duration>,
+) -> Result<cobre_shm::ShmConfig, String> {
+    use cobre_shm::config::{ENV_CREATOR_PID, ENV_NAME, ENV_RANK, ENV_SIZE, ENV_TIMEOUT};
+    let size = size.to_string();
+    cobre_shm::ShmConfig::from_lookup(|key| match key {
+        ENV_NAME => Some("/cobre-shm-settings".to_string()),
+        ENV_RANK => Some("0".to_string()),
+        ENV_SIZE => Some(size.clone()),
+        ENV_CREATOR_PID => Some(std::process::id().to_string()),
+        ENV_TIMEOUT => timeout
+            .map(|t| t.as_secs_f64().to_string())
+            .or_else(|| std::env::var(key).ok()),
+        _ => std::env::var(key).ok(),
+    })
+    .map_err(|e| match e {
+        cobre_comm::BackendError::InitializationFailed { source, .. } => {
+            format!("{source} (in the environment; fix or unset it)")
+        }
+        other => other.to_string(),
+    })
 }
 
 fn main() -> ExitCode {
