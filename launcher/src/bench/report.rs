@@ -52,7 +52,6 @@ fn machine_md(s: &mut String, r: &Results) {
     s.push('\n');
 }
 
-/// Backends in first-seen order.
 /// " — barrier: …" from the shapes a sweep's runs reported (one entry
 /// per run, repeats folded: "flat ×5"), or nothing when none did.
 fn barrier_note(reported: &[String]) -> String {
@@ -73,6 +72,7 @@ fn barrier_note(reported: &[String]) -> String {
     format!(" — barrier: {}", text.join("; "))
 }
 
+/// Backends in first-seen order.
 fn backends(sweeps: &[Sweep]) -> Vec<Backend> {
     let mut v: Vec<Backend> = Vec::new();
     for sw in sweeps {
