@@ -174,6 +174,12 @@ fn bad_rank_settings_are_refused_before_any_rank_starts() {
             err.contains(k) && err.contains("fix or unset it"),
             "{k}={v}: {err}"
         );
+        let dry = Command::new(launcher_bin())
+            .args(["-p", "3", "--dry-run", "--", "true"])
+            .env(k, v)
+            .output()
+            .expect("run cobre-shm --dry-run");
+        assert_eq!(dry.status.code(), Some(2), "{k}={v}: --dry-run accepted it");
     }
     let out = Command::new(launcher_bin())
         .args([

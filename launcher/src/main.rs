@@ -328,6 +328,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
+    let settings = rank_settings(plan.ranks.len(), cli.timeout)?;
     if cli.dry_run {
         print!("{}", topo.render());
         print!("{}", plan.render());
@@ -352,13 +353,13 @@ fn run(cli: &Cli) -> Result<i32, String> {
         }
         return Ok(0);
     }
-    let mut opts = LaunchOptions {
+    let opts = LaunchOptions {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
+        staging_bytes: settings.staging_bytes,
         ..LaunchOptions::default()
     };
-    opts.staging_bytes = rank_settings(plan.ranks.len(), opts.timeout)?.staging_bytes;
     if let Some(Command::Train(args)) = &cli.command {
         return train::run(args, &plan, &opts, cli.threads, verbosity, false);
     }
