@@ -109,7 +109,7 @@ impl ShmBackend {
     /// it measured both (`COBRE_SHM_BARRIER`).
     #[must_use]
     pub fn barrier_choice(&self) -> BarrierChoice {
-        self.job.barrier_choice
+        self.job.barrier_choice()
     }
 
     /// Name of the job's control segment.

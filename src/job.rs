@@ -27,9 +27,8 @@ pub(crate) struct Job {
     pub(crate) sync: Barrier,
     /// The barrier shape this job starts with (`Flat`, `Tree` or `Measure`).
     planned: BarrierShape,
-    /// The shape the job meets at after attach, and the start-up timings
-    /// when it measured them.
-    pub(crate) barrier_choice: BarrierChoice,
+    /// Rank 0's start-up timings (flat, tree) when the job measured both.
+    barrier_timings: Option<(f64, f64)>,
     /// Pid of the launcher, when one created the job.
     pub(crate) launcher_pid: Option<u32>,
     /// Next shared-region sequence number (identical on every rank).
@@ -119,9 +118,10 @@ impl Job {
             .probe_cma(cfg.cma_min_bytes)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
         if job.planned == BarrierShape::Measure {
-            job.barrier_choice = job
+            job.barrier_timings = job
                 .measure_barrier_shapes()
-                .map_err(|e| ShmError::Aborted(e.to_string()))?;
+                .map_err(|e| ShmError::Aborted(e.to_string()))?
+                .measured;
         }
         Ok(job)
     }
@@ -132,8 +132,9 @@ impl Job {
     /// [`SHAPE_BATCH`] flat and a batch of tree barriers (which goes first
     /// alternates), so all switch shapes at the same epochs; a batch's mean
     /// is the period of the whole job's barrier, and the fastest batch of
-    /// each shape counts (interference only adds time). Rank 0's figures
-    /// decide, shared through one more (flat) barrier.
+    /// each shape counts (interference only adds time). Rank 0's figures,
+    /// shared bit for bit through one more (flat) barrier, decide the same
+    /// way on every rank.
     pub(crate) fn measure_barrier_shapes(&self) -> Result<BarrierChoice, CommError> {
         const OP: &str = "attach (measuring barrier shapes)";
         let sig = Signature::new(OpKind::Attach).mix(0x5_4A9E).finish();
@@ -151,19 +152,22 @@ impl Job {
             }
         }
         self.sync.set_tree(false);
-        let [flat_us, tree_us] = best;
-        let words = [
-            u64::from(tree_us < flat_us),
-            flat_us.to_bits(),
-            tree_us.to_bits(),
-        ];
-        let [tree, flat_bits, tree_bits] = self.exchange_words(words, sig, OP)?[0];
-        let choice = BarrierChoice {
-            tree: tree == 1,
-            measured: Some((f64::from_bits(flat_bits), f64::from_bits(tree_bits))),
-        };
-        self.sync.set_tree(choice.tree);
-        Ok(choice)
+        let [flat, tree] =
+            self.exchange_words(best.map(f64::to_bits), sig, OP)?[0].map(f64::from_bits);
+        self.sync.set_tree(tree < flat);
+        Ok(BarrierChoice {
+            tree: self.sync.is_tree(),
+            measured: Some((flat, tree)),
+        })
+    }
+
+    /// The shape this job meets at, with the start-up timings when it
+    /// measured them.
+    pub(crate) fn barrier_choice(&self) -> BarrierChoice {
+        BarrierChoice {
+            tree: self.sync.is_tree(),
+            measured: self.barrier_timings,
+        }
     }
 
     /// Whether every rank can read every other rank's memory (same user,
@@ -222,10 +226,7 @@ impl Job {
             size: cfg.size,
             sync: Barrier::new(cfg.rank, cfg.size, cfg.wait_policy(cpus), tree),
             planned,
-            barrier_choice: BarrierChoice {
-                tree,
-                measured: None,
-            },
+            barrier_timings: None,
             launcher_pid: cfg.creator_pid,
             region_seq: AtomicU64::new(0),
             mempolicy: MemPolicy::from_code(info.mempolicy, info.mempolicy_node)
