@@ -6,9 +6,16 @@
 //! that is after every peer finished reading: one barrier per step, no
 //! second "done reading" barrier. Payloads larger than a buffer are moved in
 //! windows, one step each.
+//!
+//! Broadcasts of at most `COBRE_SHM_EAGER_MAX_BYTES` are not barriers: they
+//! go through the eager ring ([`crate::sync::Barrier::eager_publish`]), so a
+//! rank can be epochs ahead of a peer that still reads the last staged step.
+//! Every collective that writes staging or inline areas therefore settles
+//! first ([`Job::settle`]; free unless eager broadcasts came since the last
+//! barrier), which restores the rule above.
 #![forbid(unsafe_code)]
 
-use std::mem::size_of;
+use std::mem::{align_of, size_of, size_of_val};
 
 use cobre_comm::{CommError, ReduceOp};
 
@@ -79,6 +86,10 @@ pub(crate) fn check_allreduce(send_len: usize, recv_len: usize) -> Result<(), Co
     }
     Ok(())
 }
+
+/// Largest element alignment an eager broadcast payload honours (its offset
+/// in the slot is a multiple of 16).
+const EAGER_ALIGN: usize = 16;
 
 /// From this many ranks on, a large `allreduce` chunk is reduced by
 /// reduce-scatter + allgather (each rank folds 1/R of it, then copies the
@@ -256,6 +267,7 @@ impl Job {
         let (counts, displs) = (b.counts, b.displs);
         let me = self.rank;
         recv[displs[me]..displs[me] + counts[me]].copy_from_slice(send);
+        self.settle(b.op)?;
         let total: usize = counts.iter().sum();
         if self.size == 1 || total == 0 || size_of::<T>() == 0 {
             // Nothing to move (decided from arguments every rank shares):
@@ -437,14 +449,23 @@ impl Job {
                 size: self.size,
             });
         }
+        let moves = !buf.is_empty() && size_of::<T>() != 0 && self.size > 1;
+        let eager = moves && size_of_val(buf) <= self.eager_max && align_of::<T>() <= EAGER_ALIGN;
+        // The path is in the signature: ranks that disagree on it (another
+        // `COBRE_SHM_EAGER_MAX_BYTES`) stop with a mismatch.
         let sig = Signature::new(OpKind::Broadcast)
             .element::<T>()
             .mix(buf.len() as u64)
             .mix(root as u64)
+            .mix(u64::from(eager))
             .finish();
-        if buf.is_empty() || size_of::<T>() == 0 || self.size == 1 {
+        if !moves {
             return self.barrier(sig, OP);
         }
+        if eager {
+            return self.broadcast_eager(buf, root, sig);
+        }
+        self.settle(OP)?;
         // No single-copy path: the staging buffers' two copies stay in
         // cache and were faster than cross-memory reads at every size
         // measured (benches/README.md, "Collectives"). A payload that fits
@@ -466,6 +487,27 @@ impl Job {
         Ok(())
     }
 
+    /// A broadcast small enough for a slot of the eager ring: the root
+    /// publishes it there and returns, the others wait for that slot only
+    /// (see [`crate::sync::Barrier::eager_publish`]).
+    fn broadcast_eager<T: Copy + 'static>(
+        &self,
+        buf: &mut [T],
+        root: usize,
+        sig: u32,
+    ) -> Result<(), CommError> {
+        const OP: &str = "broadcast";
+        let seg = self.control.segment();
+        if self.rank == root {
+            self.sync
+                .eager_publish(&self.control, sig, OP, |at| wire::put(seg, at, buf))?;
+        } else {
+            self.sync
+                .eager_receive(&self.control, root, sig, OP, |at| wire::get(seg, at, buf))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn allreduce<T: Copy + 'static>(
         &self,
         send: &[T],
@@ -474,6 +516,7 @@ impl Job {
     ) -> Result<(), CommError> {
         const OP: &str = "allreduce";
         check_allreduce(send.len(), recv.len())?;
+        self.settle(OP)?;
         let reducer = reduce::Reducer::<T>::new(op).map_err(|msg| collective_failed(OP, msg))?;
         let sig = Signature::new(OpKind::Allreduce)
             .element::<T>()
@@ -744,6 +787,183 @@ mod protocol_tests {
             assert_eq!(seen.len(), size);
             assert!(seen.iter().all(|(_, c)| *c == seen[0].1), "{seen:?}");
         }
+    }
+
+    /// Bursts of eager broadcasts — long enough to wrap the ring twice,
+    /// from one root that runs ahead or from a moving one, of 1–256 bytes
+    /// of three element types — between staged collectives that reuse the
+    /// staging and inline areas, while one rank lags behind: every value
+    /// arrives intact, so a root never overwrites a slot a peer still reads
+    /// and a rank that ran ahead settles before it writes staging again.
+    #[test]
+    fn protocol_eager_broadcasts_run_ahead_between_staged_collectives() {
+        let cases: &[(usize, BarrierShape)] = if cfg!(miri) {
+            &[(3, BarrierShape::Flat)]
+        } else {
+            &[
+                (2, BarrierShape::Flat),
+                (3, BarrierShape::Flat),
+                (5, BarrierShape::Flat),
+                (6, BarrierShape::Tree),
+            ]
+        };
+        for &(size, shape) in cases {
+            run_ranks_with(size, shape, eager_bursts);
+        }
+    }
+
+    fn eager_bursts(job: &Job) {
+        let n = job.size;
+        let ring = cobre_shm_layout::EAGER_SLOTS;
+        for round in 0..if cfg!(miri) { 4 } else { 24 } {
+            // Long bursts wrap the ring twice with one root running ahead;
+            // short ones of odd and even length put the collectives after
+            // them on either staging parity.
+            let long = if round % 3 == 0 {
+                2 * ring + 3
+            } else {
+                1 + round % 4
+            };
+            eager_burst(job, round, long, |k| {
+                if round % 2 == 0 {
+                    round % n
+                } else {
+                    (k + round) % n
+                }
+            });
+            // Each collective below is read by the lagging rank while the
+            // others, after a short burst whose root is not that rank, write
+            // the same areas again: only settling orders the two.
+            let root = |_| 0;
+            allreduce_inline(job, round);
+            eager_burst(job, round, 1 + round % 2, root);
+            allreduce_inline(job, round + 1);
+            eager_burst(job, round, 2 - round % 2, root);
+            allgatherv_staged(job, round);
+            eager_burst(job, round, 1 + round % 2, root);
+            allgatherv_staged(job, round + 1);
+            if round % 4 == 1 {
+                job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+                    .expect("barrier");
+            }
+        }
+    }
+
+    /// `count` eager broadcasts from `root(k)`, of 8–256 bytes and three
+    /// element types, checked; the last rank lags now and then.
+    fn eager_burst(job: &Job, round: usize, count: usize, root: impl Fn(usize) -> usize) {
+        let (r, n) = (job.rank, job.size);
+        for k in 0..count {
+            let root = root(k);
+            let tag = (round * 1000 + k) as u64;
+            if r == n - 1 && k % 7 == 0 {
+                std::thread::yield_now();
+            }
+            match k % 3 {
+                0 => {
+                    let len = 1 + (k + round) % 32;
+                    let mut b = vec![if r == root { tag } else { 0 }; len];
+                    job.broadcast(&mut b, root).expect("broadcast u64");
+                    assert!(b.iter().all(|&v| v == tag), "round {round} k {k}");
+                }
+                1 => {
+                    let len = 1 + (k * 7 + round) % 256;
+                    let byte = |i: usize| (tag as usize + i) as u8;
+                    let mut b: Vec<u8> = (0..len)
+                        .map(|i| if r == root { byte(i) } else { 0 })
+                        .collect();
+                    job.broadcast(&mut b, root).expect("broadcast u8");
+                    assert!(b.iter().enumerate().all(|(i, &v)| v == byte(i)));
+                }
+                _ => {
+                    let v = u128::from(tag) << 64 | 7;
+                    let mut b = [if r == root { v } else { 0 }; 3];
+                    job.broadcast(&mut b, root).expect("broadcast u128");
+                    assert!(b.iter().all(|&x| x == v), "round {round} k {k}");
+                }
+            }
+        }
+    }
+
+    /// An allreduce through the inline areas, checked.
+    fn allreduce_inline(job: &Job, round: usize) {
+        let (r, n) = (job.rank, job.size);
+        let send = [(r + round) as f64, 1.0];
+        let mut sum = [0.0; 2];
+        job.allreduce(&send, &mut sum, ReduceOp::Sum)
+            .expect("allreduce");
+        let want: f64 = (0..n).map(|q| (q + round) as f64).sum();
+        assert_eq!(sum, [want, n as f64]);
+    }
+
+    /// An allgatherv through a staging buffer, checked.
+    fn allgatherv_staged(job: &Job, round: usize) {
+        let (r, n) = (job.rank, job.size);
+        let counts: Vec<usize> = (0..n).map(|q| 40 + q).collect();
+        let displs = cobre_comm::prefix_displs(&counts);
+        let mine: Vec<u64> = (0..counts[r])
+            .map(|i| (r * 100 + i + round) as u64)
+            .collect();
+        let mut all = vec![0u64; counts.iter().sum()];
+        job.allgatherv(&mine, &mut all, &counts, &displs)
+            .expect("allgatherv");
+        for q in 0..n {
+            for i in 0..counts[q] {
+                assert_eq!(all[displs[q] + i], (q * 100 + i + round) as u64);
+            }
+        }
+    }
+
+    /// A rank that runs an eager broadcast while its peers call allreduce
+    /// at the same step: every rank gets a collective mismatch (the root at
+    /// its next collective), in both barrier shapes.
+    #[test]
+    fn protocol_eager_broadcast_against_allreduce_is_a_mismatch() {
+        let cases: &[(usize, BarrierShape)] = if cfg!(miri) {
+            &[(2, BarrierShape::Flat)]
+        } else {
+            &[
+                (2, BarrierShape::Flat),
+                (3, BarrierShape::Flat),
+                (6, BarrierShape::Tree),
+            ]
+        };
+        for &(size, shape) in cases {
+            run_ranks_with(size, shape, |job| {
+                let err = if job.rank == 1 {
+                    job.broadcast(&mut [1u64], 1)
+                        .and_then(|()| {
+                            job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+                        })
+                        .expect_err("the others called allreduce")
+                } else {
+                    job.allreduce(&[1.0f64], &mut [0.0], ReduceOp::Sum)
+                        .expect_err("rank 1 called broadcast")
+                };
+                assert!(err.to_string().contains("collective mismatch"), "{err}");
+            });
+        }
+    }
+
+    /// Two ranks that both broadcast as root at the same step: a mismatch
+    /// for everyone, and no rank returns the other root's payload as its own.
+    #[test]
+    fn protocol_two_eager_roots_are_a_mismatch() {
+        run_ranks(3, |job| {
+            let root = if job.rank == 2 { 0 } else { job.rank };
+            let mut b = [job.rank as u64 + 10];
+            let res = job
+                .broadcast(&mut b, root)
+                .and_then(|()| job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier"));
+            let err = res.expect_err("ranks 0 and 1 both claimed the broadcast");
+            assert!(err.to_string().contains("collective mismatch"), "{err}");
+            assert_ne!(
+                b[0],
+                11 - job.rank as u64 % 2,
+                "rank {} got the other root's value",
+                job.rank
+            );
+        });
     }
 
     /// Barriers, allgatherv of uneven blocks across several windows (a rank

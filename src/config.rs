@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use cobre_comm::BackendError;
-use cobre_shm_layout::{MemPolicyCode, DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES, PAGE};
+use cobre_shm_layout::{
+    MemPolicyCode, DEFAULT_STAGING_BYTES, EAGER_BYTES, MIN_STAGING_BYTES, PAGE,
+};
 
 use crate::wait::WaitPolicy;
 
@@ -57,6 +59,11 @@ pub const ENV_STREAM_MAX: &str = "COBRE_SHM_STREAM_MAX_BYTES";
 pub const DEFAULT_STREAM_MIN_BYTES: usize = 32 << 10;
 /// [`ENV_STREAM_MAX`] when the L2 size cannot be read from sysfs.
 pub const FALLBACK_STREAM_MAX_BYTES: usize = 128 << 10;
+
+/// Largest broadcast (bytes) sent eagerly through the ring of slots (the
+/// root returns without waiting for the receivers); `0` turns it off, at
+/// most [`cobre_shm_layout::EAGER_BYTES`] (the default).
+pub const ENV_EAGER_MAX: &str = "COBRE_SHM_EAGER_MAX_BYTES";
 
 /// Barrier structure: `flat`, `tree`, `measure` or `auto` (see [`BarrierShape`]).
 pub const ENV_BARRIER: &str = "COBRE_SHM_BARRIER";
@@ -245,6 +252,8 @@ pub struct ShmConfig {
     pub stream_max_bytes: Option<usize>,
     /// Barrier structure.
     pub barrier: BarrierShape,
+    /// Broadcasts of at most this many bytes are eager (0: none).
+    pub eager_max_bytes: usize,
 }
 
 /// Parse a positive number of seconds up to [`MAX_SECS`].
@@ -285,6 +294,7 @@ impl ShmConfig {
             stream_min_bytes: DEFAULT_STREAM_MIN_BYTES,
             stream_max_bytes: None,
             barrier: BarrierShape::Auto,
+            eager_max_bytes: EAGER_BYTES,
         }
     }
 
@@ -383,6 +393,15 @@ impl ShmConfig {
             cfg.stream_min_bytes = to_usize(b);
         }
         cfg.stream_max_bytes = num(ENV_STREAM_MAX)?.map(to_usize);
+        if let Some(b) = num(ENV_EAGER_MAX)? {
+            if b > EAGER_BYTES as u64 {
+                return Err(bad(format!(
+                    "{ENV_EAGER_MAX}={b} is above the {EAGER_BYTES}-byte ring slot: give at most \
+                     {EAGER_BYTES}, or 0 to turn eager broadcasts off"
+                )));
+            }
+            cfg.eager_max_bytes = to_usize(b);
+        }
         if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
             cfg.barrier =
                 BarrierShape::parse(v.trim()).map_err(|e| bad(format!("{ENV_BARRIER}: {e}")))?;
@@ -488,6 +507,24 @@ mod tests {
         assert_eq!(cfg.staging_bytes, 65536);
         assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
         assert_eq!(cfg.barrier, BarrierShape::Tree);
+    }
+
+    #[test]
+    fn eager_limit_defaults_to_the_slot_and_refuses_more() {
+        let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
+        let parse = |v: &str| {
+            let pairs: Vec<(&str, &str)> =
+                base.iter().chain(&[(ENV_EAGER_MAX, v)]).copied().collect();
+            ShmConfig::from_lookup(lookup(&pairs)).map(|c| c.eager_max_bytes)
+        };
+        assert_eq!(parse("").expect("unset"), EAGER_BYTES);
+        assert_eq!(parse("0").expect("off"), 0);
+        assert_eq!(parse("64").expect("smaller"), 64);
+        let err = parse("257").expect_err("above the slot").to_string();
+        assert!(
+            err.contains(ENV_EAGER_MAX) && err.contains("at most 256"),
+            "{err}"
+        );
     }
 
     #[test]

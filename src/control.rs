@@ -366,6 +366,33 @@ impl Control {
             .atomic_u64(self.layout.slot(rank) + layout::SLOT_ARRIVAL_OFFSET)
     }
 
+    /// The `ready` word of the eager-broadcast slot of `epoch`.
+    #[must_use]
+    pub fn eager_ready(&self, epoch: u32) -> &AtomicU64 {
+        self.seg
+            .atomic_u64(self.layout.eager_slot(epoch) + layout::EAGER_READY_OFFSET)
+    }
+
+    /// The `claim` word of the eager-broadcast slot of `epoch`.
+    #[must_use]
+    pub fn eager_claim(&self, epoch: u32) -> &AtomicU32 {
+        self.seg
+            .atomic_u32(self.layout.eager_slot(epoch) + layout::EAGER_CLAIM_OFFSET)
+    }
+
+    /// The `root` word of the eager-broadcast slot of `epoch`.
+    #[must_use]
+    pub fn eager_root(&self, epoch: u32) -> &AtomicU32 {
+        self.seg
+            .atomic_u32(self.layout.eager_slot(epoch) + layout::EAGER_ROOT_OFFSET)
+    }
+
+    /// Offset of the payload of the eager-broadcast slot of `epoch`.
+    #[must_use]
+    pub fn eager_payload(&self, epoch: u32) -> usize {
+        self.layout.eager_slot(epoch) + layout::EAGER_PAYLOAD_OFFSET
+    }
+
     /// Rank `rank`'s pid word (0 while nobody attached).
     #[must_use]
     pub fn slot_pid(&self, rank: usize) -> &AtomicU32 {

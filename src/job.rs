@@ -43,6 +43,9 @@ pub(crate) struct Job {
     /// Sizes of the broadcast staging writes this rank makes with non-temporal
     /// stores (its own choice: readers cannot tell the difference).
     pub(crate) stream: std::ops::RangeInclusive<usize>,
+    /// Broadcasts of at most this many bytes are eager (the same on every
+    /// rank: it is part of the attach handshake's signature).
+    pub(crate) eager_max: usize,
 }
 
 /// Rounds of [`Job::measure_barrier_shapes`]: each times one batch of
@@ -240,6 +243,7 @@ impl Job {
             } else {
                 crate::topology::l2_cache_bytes()
             }),
+            eager_max: cfg.eager_max_bytes,
         }
     }
 
@@ -284,11 +288,13 @@ impl Job {
         if let Err(previous) = slot_pid.compare_exchange(0, me, SeqCst, SeqCst) {
             return Err(self.refuse(duplicate(previous)));
         }
-        // Ranks that would meet at differently shaped barriers stop here
-        // with a mismatch instead of waiting for each other forever.
+        // Ranks that would meet at differently shaped barriers, or send a
+        // broadcast eagerly that a peer stages, stop here with a mismatch
+        // instead of waiting for each other forever.
         let sig = Signature::new(OpKind::Attach)
             .mix(cfg.size as u64)
             .mix(self.planned as u64)
+            .mix(self.eager_max as u64)
             .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync
@@ -329,7 +335,17 @@ impl Job {
         Ok(self.sync.wait(&self.control, sig, op)?)
     }
 
-    /// The epoch reached so far (completed barriers).
+    /// Before a collective writes staging or inline areas: wait, if eager
+    /// broadcasts came since the last full barrier, until no peer still
+    /// reads what came before them (see [`Barrier::settle`]).
+    ///
+    /// # Errors
+    /// As [`Self::barrier`].
+    pub(crate) fn settle(&self, op: &'static str) -> Result<(), CommError> {
+        Ok(self.sync.settle(&self.control, op)?)
+    }
+
+    /// The epoch reached so far (completed collectives).
     pub(crate) fn epoch(&self) -> u32 {
         self.sync.epoch()
     }

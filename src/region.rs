@@ -414,6 +414,9 @@ impl<T: CommData> ShmRegion<T> {
             sig = sig.mix(c as u64);
         }
         let first: usize = counts[..rank].iter().sum();
+        // Peers may still read the region after the last full barrier if
+        // only eager broadcasts came since.
+        self.job.settle(OP)?;
         if let (Some(seg), false) = (&self.seg, mine.is_empty()) {
             let offset = REGION_DATA_OFFSET + (start + first) * size_of::<T>();
             wire::put(seg, offset, mine);

@@ -17,6 +17,15 @@
 //! signatures, then stores its arrival — "my subtree is here" — for its
 //! parent; rank 0 then stores the release word everyone else waits for.
 //!
+//! Small broadcasts are *eager* (see [`Barrier::eager_publish`]): the root
+//! writes the payload into the ring slot of its epoch (`EagerSlot`) and
+//! returns; receivers wait for that slot only. A rank may then be several
+//! epochs ahead of its peers, so before it next writes staging or inline
+//! areas it *settles* ([`Barrier::settle`]): it waits until every rank has
+//! arrived past the last full barrier, that is finished reading it. A full
+//! barrier that finds a peer ahead, or waits for the release, also checks
+//! the ring slot of its epoch: a broadcast published there is a mismatch.
+//!
 //! Waiting follows [`crate::wait::Backoff`]: spin, yield, then sleep on the
 //! shared futex word `wake`. Sleepers register in `sleepers`; a rank that
 //! sees the barrier complete wakes them only if that count is non-zero
@@ -26,12 +35,12 @@
 //! (their lock bytes) and the job deadline.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, Instant};
 
 use cobre_comm::CommError;
-use cobre_shm_layout::{pack_arrival, unpack_arrival, AbortKind, WAKE_ABORT_BIT};
+use cobre_shm_layout::{pack_arrival, unpack_arrival, AbortKind, EAGER_SLOTS, WAKE_ABORT_BIT};
 
 use crate::control::{AbortSpec, Control, NO_RANK};
 use crate::error::collective_failed;
@@ -152,14 +161,20 @@ enum Target {
     Ranks { lo: usize, hi: usize },
     /// The tree barrier's release word.
     Release,
+    /// The eager-broadcast slot of the epoch, published by `root`.
+    Eager { root: usize },
+    /// Every peer's arrival word, whatever its signature (settling and
+    /// ring reuse: only that a peer got there counts).
+    Reached,
 }
 
 impl Target {
     /// The position `scan` returns once every polled word is there.
-    fn end(self) -> usize {
+    fn end(self, size: usize) -> usize {
         match self {
             Self::Ranks { hi, .. } => hi,
-            Self::Release => 1,
+            Self::Release | Self::Eager { .. } => 1,
+            Self::Reached => size,
         }
     }
 }
@@ -194,8 +209,14 @@ pub(crate) struct Barrier {
     /// rank reading every peer. Changed only between barriers, by every
     /// rank at the same epoch (the start-up measurement of both shapes).
     tree: AtomicBool,
-    /// Barriers this rank has completed.
+    /// Collectives this rank has completed (barriers and eager broadcasts).
     epoch: AtomicU32,
+    /// The epoch of this rank's last full barrier: every peer had finished
+    /// reading everything before it. Behind `epoch` after eager broadcasts.
+    settled: AtomicU32,
+    /// A lower bound of every rank's arrival epoch, seen at the last check
+    /// of the eager ring (saves reading every peer's word per broadcast).
+    floor_seen: AtomicU32,
 }
 
 impl Barrier {
@@ -206,6 +227,8 @@ impl Barrier {
             policy,
             tree: AtomicBool::new(tree),
             epoch: AtomicU32::new(0),
+            settled: AtomicU32::new(0),
+            floor_seen: AtomicU32::new(0),
         }
     }
 
@@ -264,7 +287,7 @@ impl Barrier {
             hi: self.size,
         };
         self.await_words(ctl, all, epoch, sig, op, deadline)?;
-        self.epoch.store(epoch, Relaxed);
+        self.passed(epoch);
         wake_if_sleeping(ctl);
         Ok(())
     }
@@ -297,8 +320,167 @@ impl Barrier {
             wake_if_sleeping(ctl);
             self.await_words(ctl, Target::Release, epoch, sig, op, None)?;
         }
+        self.passed(epoch);
+        Ok(())
+    }
+
+    /// Record full barrier `epoch` as passed: every peer arrived at it.
+    fn passed(&self, epoch: u32) {
+        self.epoch.store(epoch, Relaxed);
+        self.settled.store(epoch, Relaxed);
+    }
+
+    /// Broadcast number `epoch + 1` as its root, eagerly: claim the ring
+    /// slot of that epoch, let `write` fill its payload (given the payload's
+    /// offset in `ctl`), publish it and return without waiting for the
+    /// receivers. Waits only when the ring is full, until every rank has
+    /// arrived past the broadcast that used the slot last.
+    ///
+    /// # Errors
+    /// When the job is aborted, another rank also claimed this broadcast as
+    /// its root, or the wait for the ring fails (as [`Self::wait`]).
+    pub(crate) fn eager_publish(
+        &self,
+        ctl: &Control,
+        sig: u32,
+        op: &'static str,
+        write: impl FnOnce(usize),
+    ) -> Result<(), BarrierError> {
+        let epoch = self.epoch().wrapping_add(1);
+        if ctl.is_aborted() {
+            return Err(self.aborted(ctl, op));
+        }
+        // The slot last carried epoch - EAGER_SLOTS; a rank that arrived
+        // at the collective after it has finished reading it.
+        let ring = EAGER_SLOTS as u32;
+        self.await_floor(ctl, epoch.wrapping_sub(ring - 1), op)?;
+        if ctl.eager_claim(epoch).swap(epoch, AcqRel) == epoch {
+            let other = ctl.eager_root(epoch).load(Relaxed) as usize;
+            return Err(self.mismatch(ctl, op, other));
+        }
+        ctl.eager_root(epoch).store(self.rank as u32, Relaxed);
+        write(ctl.eager_payload(epoch));
+        ctl.eager_ready(epoch)
+            .store(pack_arrival(epoch, sig), Release);
+        ctl.arrival(self.rank)
+            .store(pack_arrival(epoch, sig), SeqCst);
+        self.epoch.store(epoch, Relaxed);
+        wake_if_sleeping(ctl);
+        Ok(())
+    }
+
+    /// Broadcast number `epoch + 1` from `root`, received eagerly: arrive,
+    /// wait for the root's ring slot of that epoch (and only for it), and
+    /// let `read` copy its payload (given the payload's offset in `ctl`).
+    ///
+    /// # Errors
+    /// As [`Self::wait`]; a slot or a root showing another signature is a
+    /// collective mismatch.
+    pub(crate) fn eager_receive(
+        &self,
+        ctl: &Control,
+        root: usize,
+        sig: u32,
+        op: &'static str,
+        read: impl FnOnce(usize),
+    ) -> Result<(), BarrierError> {
+        let epoch = self.epoch().wrapping_add(1);
+        ctl.arrival(self.rank)
+            .store(pack_arrival(epoch, sig), SeqCst);
+        // A root may be waiting for this arrival to reuse a ring slot.
+        wake_if_sleeping(ctl);
+        self.await_words(ctl, Target::Eager { root }, epoch, sig, op, None)?;
+        read(ctl.eager_payload(epoch));
         self.epoch.store(epoch, Relaxed);
         Ok(())
+    }
+
+    /// Before writing staging or inline areas after eager broadcasts: wait
+    /// until every rank has arrived past this rank's last full barrier, so
+    /// nobody still reads what was published before it. Free when the last
+    /// collective was a full barrier.
+    ///
+    /// # Errors
+    /// As [`Self::wait`].
+    pub(crate) fn settle(&self, ctl: &Control, op: &'static str) -> Result<(), BarrierError> {
+        let (last, now) = (self.settled.load(Relaxed), self.epoch());
+        if last == now {
+            return Ok(());
+        }
+        self.await_floor(ctl, last.wrapping_add(1), op)?;
+        self.settled.store(now, Relaxed);
+        Ok(())
+    }
+
+    /// Wait until every rank's arrival epoch is at least `floor` (whatever
+    /// its signature), reading the peers' words only when the last bound
+    /// seen is below it.
+    fn await_floor(&self, ctl: &Control, floor: u32, op: &'static str) -> Result<(), BarrierError> {
+        let reached = |e: u32| (e.wrapping_sub(floor) as i32) >= 0;
+        if reached(self.floor_seen.load(Relaxed)) {
+            return Ok(());
+        }
+        self.await_words(ctl, Target::Reached, floor, 0, op, None)?;
+        // Every peer is at `floor` or later; keep the lowest for next time
+        // (Acquire: a later skip relies on the peers' reads before these
+        // arrivals happening before this rank's next writes).
+        let lowest = (0..self.size)
+            .filter(|&r| r != self.rank)
+            .map(|r| unpack_arrival(ctl.arrival(r).load(Acquire)).0)
+            .min_by_key(|e| e.wrapping_sub(floor))
+            .unwrap_or(floor);
+        self.floor_seen.store(lowest, Relaxed);
+        Ok(())
+    }
+
+    /// A full barrier at `epoch` found a peer ahead or waits for the
+    /// release: if a broadcast was published eagerly at `epoch`, its root
+    /// and this rank called different collectives.
+    fn check_no_eager(
+        &self,
+        ctl: &Control,
+        epoch: u32,
+        op: &'static str,
+    ) -> Result<(), BarrierError> {
+        let (e, _) = unpack_arrival(ctl.eager_ready(epoch).load(Acquire));
+        if e == epoch {
+            let root = ctl.eager_root(epoch).load(Relaxed) as usize;
+            return Err(self.mismatch(ctl, op, root));
+        }
+        Ok(())
+    }
+
+    /// Whether the eager broadcast `epoch` from `root` is published (1) or
+    /// not yet (0).
+    fn scan_eager(
+        &self,
+        ctl: &Control,
+        root: usize,
+        epoch: u32,
+        sig: u32,
+        op: &'static str,
+    ) -> Result<usize, BarrierError> {
+        let (e, s) = unpack_arrival(ctl.eager_ready(epoch).load(Acquire));
+        if e == epoch {
+            if s != sig {
+                let publisher = ctl.eager_root(epoch).load(Relaxed) as usize;
+                return Err(self.mismatch(ctl, op, publisher));
+            }
+            return Ok(1);
+        }
+        if (e.wrapping_sub(epoch) as i32) > 0 {
+            // Reused for a later broadcast before this rank arrived past
+            // this one: cannot happen while roots wait for the ring.
+            let publisher = ctl.eager_root(epoch).load(Relaxed) as usize;
+            return Err(self.mismatch(ctl, op, publisher));
+        }
+        // Not published (yet): a root that arrived at this epoch in another
+        // collective never will.
+        let (e, s) = unpack_arrival(ctl.arrival(root).load(SeqCst));
+        if e == epoch && s != sig {
+            return Err(self.mismatch(ctl, op, root));
+        }
+        Ok(0)
     }
 
     /// Poll the words of `target` until all show `epoch`, backing off by
@@ -312,7 +494,7 @@ impl Barrier {
         op: &'static str,
         deadline: Option<Instant>,
     ) -> Result<(), BarrierError> {
-        let end = target.end();
+        let end = target.end(self.size);
         let mut next = 0;
         let mut backoff = Backoff::new(&self.policy);
         let mut watch = Watch::default();
@@ -356,12 +538,17 @@ impl Barrier {
         sig: u32,
         op: &'static str,
     ) -> Result<usize, BarrierError> {
-        let (lo, hi) = match target {
+        let (lo, hi, check) = match target {
             Target::Release => {
                 let behind = (ctl.release().load(SeqCst).wrapping_sub(epoch) as i32) < 0;
+                if behind {
+                    self.check_no_eager(ctl, epoch, op)?;
+                }
                 return Ok(usize::from(!behind));
             }
-            Target::Ranks { lo, hi } => (lo, hi),
+            Target::Eager { root } => return self.scan_eager(ctl, root, epoch, sig, op),
+            Target::Ranks { lo, hi } => (lo, hi, true),
+            Target::Reached => (0, self.size, false),
         };
         let mut r = from.max(lo);
         while r < hi {
@@ -371,8 +558,11 @@ impl Barrier {
                 if ahead < 0 {
                     return Ok(r);
                 }
-                if ahead == 0 && s != sig {
+                if check && ahead == 0 && s != sig {
                     return Err(self.mismatch(ctl, op, r));
+                }
+                if check && ahead > 0 {
+                    self.check_no_eager(ctl, epoch, op)?;
                 }
             }
             r += 1;
@@ -395,7 +585,7 @@ impl Barrier {
             sig,
             op,
         } = at;
-        let end = target.end();
+        let end = target.end(self.size);
         ctl.sleepers().fetch_add(1, SeqCst);
         let w = ctl.wake().load(SeqCst);
         let rescanned = self.scan(ctl, target, next, epoch, sig, op);
@@ -421,7 +611,7 @@ impl Barrier {
             return Err(self.aborted(ctl, op));
         }
         self.check_peers_alive(ctl, op)?;
-        let missing = self.missing_ranks(ctl, epoch);
+        let missing = self.missing_ranks(ctl, target, epoch);
         self.check_peers_running(ctl, op, &missing, watch)?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let reason = format!(
@@ -510,8 +700,11 @@ impl Barrier {
 
     /// Ranks that have not reported barrier `epoch` (under the tree
     /// barrier a rank reports once its whole subtree arrived, so the
-    /// culprit is among them too).
-    fn missing_ranks(&self, ctl: &Control, epoch: u32) -> Vec<usize> {
+    /// culprit is among them too); for an eager broadcast, its root.
+    fn missing_ranks(&self, ctl: &Control, target: Target, epoch: u32) -> Vec<usize> {
+        if let Target::Eager { root } = target {
+            return vec![root];
+        }
         (0..self.size)
             .filter(|&r| r != self.rank)
             .filter(|&r| {

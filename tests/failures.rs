@@ -60,20 +60,26 @@ fn rank_entry() {
     match case.as_str() {
         "barrier_once" => c.barrier().expect("barrier"),
         "wait_for_missing_rank" => unreachable!("attach cannot complete"),
-        "victim_sleeps" => {
+        "victim_sleeps" | "victim_root_sleeps" => {
             if r == victim {
                 println!("VICTIM-READY");
                 std::thread::sleep(Duration::from_secs(30));
                 return;
             }
             let t = Instant::now();
-            let err = c.barrier().expect_err("the victim never arrives");
+            let err = if case == "victim_root_sleeps" {
+                // An eager broadcast: the receivers wait for the root only.
+                c.broadcast(&mut [0u64; 4], victim)
+                    .expect_err("the root never publishes")
+            } else {
+                c.barrier().expect_err("the victim never arrives")
+            };
             println!("FAILED-AFTER-MS={} ERROR={err}", t.elapsed().as_millis());
             assert!(
                 matches!(
                     err,
                     CommError::CollectiveFailed {
-                        operation: "barrier",
+                        operation: "barrier" | "broadcast",
                         ..
                     }
                 ),
@@ -137,6 +143,10 @@ fn rank_entry() {
             oversubscribed_sums(&c);
         }
         "oversubscribed" => oversubscribed_sums(&c),
+        "eager_bursts" => {
+            eager_bursts(&c);
+            println!("RANK-{r}-DONE");
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -152,15 +162,51 @@ fn oversubscribed_sums(c: &ShmBackend) {
     }
 }
 
+/// Broadcasts of 8–256 bytes (eager: roots run ahead of their receivers)
+/// from roots that change every call or stay for a run of calls, with an
+/// allreduce every 37 calls; the last call is a broadcast after which its
+/// root exits at once.
+fn eager_bursts(c: &ShmBackend) {
+    let (r, n) = (c.rank(), c.size());
+    for step in 0..3000usize {
+        let root = if (step / 200) % 2 == 0 {
+            step % n
+        } else {
+            (step / 200) % n
+        };
+        let tag = step as u64 * 1_000_003;
+        let mut b = vec![if r == root { tag } else { 0 }; 1 + step % 32];
+        c.broadcast(&mut b, root).expect("broadcast");
+        assert!(b.iter().all(|&v| v == tag), "step {step}: {b:?}");
+        if step % 37 == 36 {
+            let mut s = [0u64];
+            c.allreduce(&[tag + r as u64], &mut s, ReduceOp::Sum)
+                .expect("allreduce");
+            assert_eq!(s[0], n as u64 * tag + (n * (n - 1) / 2) as u64);
+        }
+    }
+}
+
 #[test]
 fn sigkill_during_barrier_fails_survivors_within_a_second() {
+    sigkill_fails_survivors_within_a_second("victim_sleeps");
+}
+
+/// The same with the survivors waiting for an eager broadcast from the
+/// victim (they watch the root only).
+#[test]
+fn sigkill_of_a_broadcast_root_fails_its_receivers_within_a_second() {
+    sigkill_fails_survivors_within_a_second("victim_root_sleeps");
+}
+
+fn sigkill_fails_survivors_within_a_second(case: &str) {
     let name = unique_name("sigkill");
     let victim = 1;
     let ranks = spawn(
         "rank_entry",
         3,
         &[
-            env_of(&name, "victim_sleeps"),
+            env_of(&name, case),
             vec![
                 ("COBRE_TEST_VICTIM", victim.to_string()),
                 ("COBRE_SHM_TIMEOUT_SECS", "30".into()),
@@ -329,6 +375,24 @@ fn missing_rank_times_out_with_a_clear_error() {
     assert_no_leftovers(&name);
 }
 
+/// Eight ranks on two CPUs, 3000 eager broadcasts between allreduces:
+/// every value intact, nobody taken for dead when the last root leaves.
+#[test]
+fn eager_broadcasts_run_ahead_on_eight_ranks_over_two_cores() {
+    let name = unique_name("eager");
+    let out =
+        spawn("rank_entry", 8, &env_of(&name, "eager_bursts"), &[]).wait(Duration::from_secs(60));
+    for o in &out {
+        assert!(o.status.success(), "{}", o.describe());
+        assert!(
+            o.stdout.contains(&format!("RANK-{}-DONE", o.rank)),
+            "{}",
+            o.describe()
+        );
+    }
+    assert_no_leftovers(&name);
+}
+
 #[test]
 fn eight_ranks_on_two_cores_survive_oversubscription() {
     let name = unique_name("oversub");
@@ -432,6 +496,17 @@ fn tree_barrier_exchanges_finds_mismatches_and_dead_leaves() {
 /// fails by the attach timeout (3 s here), as any late rank of a failed job.
 #[test]
 fn ranks_with_different_barrier_shapes_stop_at_attach() {
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_BARRIER", "tree");
+}
+
+/// The same for ranks that disagree on which broadcasts are eager (one
+/// would publish in the ring while the other waits at a barrier).
+#[test]
+fn ranks_with_different_eager_limits_stop_at_attach() {
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_EAGER_MAX_BYTES", "0");
+}
+
+fn ranks_with_different_settings_stop_at_attach(var: &'static str, value: &str) {
     let name = unique_name("shapes");
     let t = Instant::now();
     let env = [
@@ -439,13 +514,7 @@ fn ranks_with_different_barrier_shapes_stop_at_attach() {
         vec![("COBRE_SHM_ATTACH_TIMEOUT_SECS", "3".to_string())],
     ]
     .concat();
-    let out = spawn(
-        "rank_entry",
-        3,
-        &env,
-        &[(2, "COBRE_SHM_BARRIER", "tree".into())],
-    )
-    .wait(Duration::from_secs(20));
+    let out = spawn("rank_entry", 3, &env, &[(2, var, value.into())]).wait(Duration::from_secs(20));
     let all: Vec<String> = out.iter().map(common::RankOutcome::describe).collect();
     let all = all.join("\n");
     assert!(

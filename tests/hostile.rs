@@ -434,6 +434,7 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
         ("COBRE_SHM_BARRIER", "ring"),
         ("COBRE_SHM_MEMPOLICY", "bogus"),
         ("COBRE_SHM_SPIN_US", "-5"),
+        ("COBRE_SHM_EAGER_MAX_BYTES", "257"),
     ] {
         v.push((
             format!("{k}={val}"),
@@ -451,11 +452,14 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
     v
 }
 
-fn run_input(args: &[String], env: &[(String, String)]) -> (Verdict, String) {
+/// Run the launcher on one bad input, in `dir`: an input it wrongly
+/// accepts then writes its output there, never into the source tree.
+fn run_input(dir: &Path, args: &[String], env: &[(String, String)]) -> (Verdict, String) {
     let marker = format!("COBRE_HOSTILE_MARK={}", common::unique_name("in"));
     let before = shm_entries();
     let mut cmd = Command::new(launcher_bin());
     cmd.args(args)
+        .current_dir(dir)
         .env(
             "COBRE_HOSTILE_MARK",
             marker.trim_start_matches("COBRE_HOSTILE_MARK="),
@@ -556,7 +560,7 @@ fn every_bad_input_and_every_fault_ends_in_a_clear_error() {
     let inputs: Vec<(String, Verdict, String)> = bad_inputs(&dir)
         .into_iter()
         .map(|(label, args, env)| {
-            let (v, e) = run_input(&args, &env);
+            let (v, e) = run_input(&dir, &args, &env);
             (label, v, e)
         })
         .collect();

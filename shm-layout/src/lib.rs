@@ -27,7 +27,7 @@ use core::mem::{align_of, offset_of, size_of};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"COBRESHM");
 
 /// Version of everything after the frozen [`SegmentHeader`]. Bump on any change.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Page size assumed for alignment of staging and region data.
 pub const PAGE: usize = 4096;
@@ -47,6 +47,13 @@ pub const DEFAULT_STAGING_BYTES: usize = 4 << 20;
 
 /// Bytes of each of a rank's two inline payload areas ([`RankSlot::inline`]).
 pub const INLINE_BYTES: usize = 24;
+
+/// Slots of the eager-broadcast ring ([`EagerSlot`]): a broadcast root
+/// runs up to this many broadcasts ahead of the slowest rank.
+pub const EAGER_SLOTS: usize = 32;
+
+/// Largest payload of an eager broadcast ([`EagerSlot::payload`]).
+pub const EAGER_BYTES: usize = 256;
 
 /// Bit 31 of the wake word: set once when the job is aborted.
 pub const WAKE_ABORT_BIT: u32 = 1 << 31;
@@ -267,6 +274,30 @@ pub struct RankSlot {
     pub pad: [u64; 8],
 }
 
+/// One slot of the eager-broadcast ring, at [`ControlLayout::eager_slot`]:
+/// slot `e % EAGER_SLOTS` carries the small broadcast of epoch `e`, whichever
+/// rank is its root. The root claims it, writes the payload, then publishes
+/// `ready`; receivers read the payload after seeing `ready` show their epoch.
+/// A root writes slot `e % EAGER_SLOTS` again only once every rank has
+/// arrived past epoch `e`.
+#[repr(C, align(128))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct EagerSlot {
+    /// *Atomic word*: `(epoch << 32) | signature` of the broadcast whose
+    /// payload is complete (see [`pack_arrival`]).
+    pub ready: u64,
+    /// *Atomic word*: the epoch of the last root that claimed the slot (a
+    /// second root claiming the same epoch is a collective mismatch).
+    pub claim: u32,
+    /// *Atomic word*: the rank that claimed the slot last (for error messages).
+    pub root: u32,
+    /// The payload; its first 48 bytes share the 64-byte line of `ready`.
+    /// Written only by the root that claimed the slot, before `ready`.
+    pub payload: [u8; EAGER_BYTES],
+    /// Padding to three [`HOT_LINE`]s.
+    pub tail: [u64; 14],
+}
+
 /// Pack an arrival word.
 #[must_use]
 pub const fn pack_arrival(epoch: u32, signature: u32) -> u64 {
@@ -337,6 +368,14 @@ pub const SLOT_ARRIVAL_OFFSET: usize = offset_of!(RankSlot, arrival);
 pub const SLOT_INLINE_OFFSET: usize = offset_of!(RankSlot, inline);
 /// Offset of the atomic `pid` word in [`RankSlot`].
 pub const SLOT_PID_OFFSET: usize = offset_of!(RankSlot, pid);
+/// Offset of the atomic `ready` word in [`EagerSlot`].
+pub const EAGER_READY_OFFSET: usize = offset_of!(EagerSlot, ready);
+/// Offset of the atomic `claim` word in [`EagerSlot`].
+pub const EAGER_CLAIM_OFFSET: usize = offset_of!(EagerSlot, claim);
+/// Offset of the atomic `root` word in [`EagerSlot`].
+pub const EAGER_ROOT_OFFSET: usize = offset_of!(EagerSlot, root);
+/// Offset of the payload in [`EagerSlot`].
+pub const EAGER_PAYLOAD_OFFSET: usize = offset_of!(EagerSlot, payload);
 
 const _: () = {
     assert!(size_of::<SegmentHeader>() == 64);
@@ -346,6 +385,11 @@ const _: () = {
     assert!(size_of::<RankSlot>() == HOT_LINE);
     assert!(size_of::<ReleaseLine>() == HOT_LINE);
     assert!(size_of::<RegionInfo>() == 64);
+    assert!(size_of::<EagerSlot>() == 3 * HOT_LINE);
+    assert!(EAGER_READY_OFFSET % 8 == 0 && EAGER_CLAIM_OFFSET % 4 == 0);
+    assert!(EAGER_ROOT_OFFSET % 4 == 0);
+    // Payloads of any element type up to 16-byte alignment start aligned.
+    assert!(EAGER_PAYLOAD_OFFSET % 16 == 0);
     assert!(HEADER_STATE_OFFSET % 4 == 0 && HEADER_ABORT_OFFSET % 4 == 0);
     assert!(SLOT_ARRIVAL_OFFSET % 8 == 0);
     // Arrival word and inline payloads share one 64-byte cache line.
@@ -374,7 +418,7 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
 }
 
 const fn fingerprint() -> u64 {
-    let parts: [usize; 30] = [
+    let parts: [usize; 38] = [
         LAYOUT_VERSION as usize,
         PAGE,
         HOT_LINE,
@@ -405,6 +449,14 @@ const fn fingerprint() -> u64 {
         ABORT_REASON_BYTES,
         MAX_RANKS,
         CREATOR_LOCK_BYTE as usize,
+        size_of::<EagerSlot>(),
+        align_of::<EagerSlot>(),
+        EAGER_READY_OFFSET,
+        EAGER_CLAIM_OFFSET,
+        EAGER_ROOT_OFFSET,
+        EAGER_PAYLOAD_OFFSET,
+        EAGER_SLOTS,
+        EAGER_BYTES,
     ];
     let mut hash = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -444,6 +496,8 @@ pub struct ControlLayout {
     pub release: usize,
     /// Offset of the first [`RankSlot`].
     pub slots: usize,
+    /// Offset of the first of [`EAGER_SLOTS`] [`EagerSlot`]s.
+    pub eager: usize,
     /// Offset of staging buffer 0; buffer 1 follows at `+ staging_bytes`.
     pub staging: usize,
     /// Size of the whole segment.
@@ -478,7 +532,8 @@ impl ControlLayout {
         let sync = abort + size_of::<AbortRecord>();
         let release = sync + size_of::<SyncBlock>();
         let slots = release + size_of::<ReleaseLine>();
-        let Some(staging) = round_up(slots + world_size * size_of::<RankSlot>(), PAGE) else {
+        let eager = slots + world_size * size_of::<RankSlot>();
+        let Some(staging) = round_up(eager + EAGER_SLOTS * size_of::<EagerSlot>(), PAGE) else {
             return Err(LayoutError::Overflow);
         };
         let Some(both) = staging_bytes.checked_mul(2) else {
@@ -495,6 +550,7 @@ impl ControlLayout {
             sync,
             release,
             slots,
+            eager,
             staging,
             total_bytes,
         })
@@ -504,6 +560,12 @@ impl ControlLayout {
     #[must_use]
     pub const fn slot(&self, rank: usize) -> usize {
         self.slots + rank * size_of::<RankSlot>()
+    }
+
+    /// Offset of the [`EagerSlot`] that carries the eager broadcast of `epoch`.
+    #[must_use]
+    pub const fn eager_slot(&self, epoch: u32) -> usize {
+        self.eager + (epoch as usize % EAGER_SLOTS) * size_of::<EagerSlot>()
     }
 
     /// Offset of rank `rank`'s inline payload area of `parity` (0 or 1).
@@ -542,7 +604,12 @@ mod tests {
             assert_eq!(l.sync % HOT_LINE, 0);
             assert_eq!(l.release % HOT_LINE, 0);
             assert_eq!(l.slots % HOT_LINE, 0);
-            assert!(l.slot(ranks - 1) + HOT_LINE <= l.staging);
+            assert!(l.slot(ranks - 1) + HOT_LINE <= l.eager);
+            assert_eq!(l.eager % HOT_LINE, 0);
+            assert_eq!(l.eager_slot(0), l.eager);
+            assert_eq!(l.eager_slot(EAGER_SLOTS as u32 + 1), l.eager_slot(1));
+            let last = l.eager_slot(EAGER_SLOTS as u32 - 1);
+            assert!(last + size_of::<EagerSlot>() <= l.staging);
             assert_eq!(l.staging % PAGE, 0);
             assert_eq!(l.total_bytes, l.staging + 2 * DEFAULT_STAGING_BYTES);
             assert_eq!(

@@ -57,7 +57,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Median over batches of the mean time per call of `op`, in µs.
+/// Median over batches of the mean time per call of `op`, in µs: each
+/// batch starts and ends with a barrier, timed on rank 0 (the broadcast
+/// root) up to the end of the closing one.
 fn measure<C: Communicator>(
     c: &C,
     quick: bool,
@@ -88,6 +90,10 @@ fn measure<C: Communicator>(
         for _ in 0..plan[0] {
             op()?;
         }
+        // Until every rank is done: a root that returns early (an eager
+        // broadcast here, MPI's eager protocol in the C program) is charged
+        // for the calls its receivers still have to finish.
+        c.barrier()?;
         per.push(t.elapsed().as_secs_f64() * 1e6 / plan[0] as f64);
     }
     Ok(median(per))
