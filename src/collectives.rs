@@ -790,7 +790,7 @@ mod protocol_tests {
     }
 
     /// Bursts of eager broadcasts — long enough to wrap the ring twice,
-    /// from one root that runs ahead or from a moving one, of 1–256 bytes
+    /// from one root that runs ahead or from a moving one, of 1–4096 bytes
     /// of three element types — between staged collectives that reuse the
     /// staging and inline areas, while one rank lags behind: every value
     /// arrives intact, so a root never overwrites a slot a peer still reads
@@ -849,8 +849,9 @@ mod protocol_tests {
         }
     }
 
-    /// `count` eager broadcasts from `root(k)`, of 8–256 bytes and three
-    /// element types, checked; the last rank lags now and then.
+    /// `count` broadcasts from `root(k)` (eager up to the job's limit) of
+    /// 1–4096 bytes and three element types, checked; the last rank lags
+    /// now and then.
     fn eager_burst(job: &Job, round: usize, count: usize, root: impl Fn(usize) -> usize) {
         let (r, n) = (job.rank, job.size);
         for k in 0..count {
@@ -867,7 +868,7 @@ mod protocol_tests {
                     assert!(b.iter().all(|&v| v == tag), "round {round} k {k}");
                 }
                 1 => {
-                    let len = 1 + (k * 7 + round) % 256;
+                    let len = 1 + (k * 97 + round * 13) % cobre_shm_layout::EAGER_BYTES;
                     let byte = |i: usize| (tag as usize + i) as u8;
                     let mut b: Vec<u8> = (0..len)
                         .map(|i| if r == root { byte(i) } else { 0 })

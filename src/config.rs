@@ -62,8 +62,15 @@ pub const FALLBACK_STREAM_MAX_BYTES: usize = 128 << 10;
 
 /// Largest broadcast (bytes) sent eagerly through the ring of slots (the
 /// root returns without waiting for the receivers); `0` turns it off, at
-/// most [`cobre_shm_layout::EAGER_BYTES`] (the default).
+/// most [`cobre_shm_layout::EAGER_BYTES`]. Default: see [`ShmConfig::eager_max`].
 pub const ENV_EAGER_MAX: &str = "COBRE_SHM_EAGER_MAX_BYTES";
+/// Default of [`ENV_EAGER_MAX`] when every rank has a CPU, measured: from
+/// 1 KiB the staged broadcast, whose root waits for its receivers, was
+/// faster at 2 ranks (0.34 against 0.51 µs at 1 KiB); up to 256 bytes the
+/// eager one was (`benches/README.md`, "Eager broadcasts"). When ranks
+/// outnumber CPUs the default is the whole slot: there eager broadcasts of
+/// 1–4 KiB were 1.7–5.6× faster than staged ones.
+pub const DEFAULT_EAGER_MAX_BYTES: usize = 256;
 
 /// Barrier structure: `flat`, `tree`, `measure` or `auto` (see [`BarrierShape`]).
 pub const ENV_BARRIER: &str = "COBRE_SHM_BARRIER";
@@ -252,8 +259,9 @@ pub struct ShmConfig {
     pub stream_max_bytes: Option<usize>,
     /// Barrier structure.
     pub barrier: BarrierShape,
-    /// Broadcasts of at most this many bytes are eager (0: none).
-    pub eager_max_bytes: usize,
+    /// Broadcasts of at most this many bytes are eager (0: none; `None`:
+    /// by the machine, [`Self::eager_max`]).
+    pub eager_max_bytes: Option<usize>,
 }
 
 /// Parse a positive number of seconds up to [`MAX_SECS`].
@@ -294,7 +302,7 @@ impl ShmConfig {
             stream_min_bytes: DEFAULT_STREAM_MIN_BYTES,
             stream_max_bytes: None,
             barrier: BarrierShape::Auto,
-            eager_max_bytes: EAGER_BYTES,
+            eager_max_bytes: None,
         }
     }
 
@@ -400,7 +408,7 @@ impl ShmConfig {
                      {EAGER_BYTES}, or 0 to turn eager broadcasts off"
                 )));
             }
-            cfg.eager_max_bytes = to_usize(b);
+            cfg.eager_max_bytes = Some(to_usize(b));
         }
         if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
             cfg.barrier =
@@ -424,6 +432,19 @@ impl ShmConfig {
             self.stream_min_bytes
         };
         min..=max
+    }
+
+    /// Largest eager broadcast on a machine with `cpus` CPUs: the
+    /// configured one, else [`DEFAULT_EAGER_MAX_BYTES`] when every rank has
+    /// a CPU and the whole ring slot ([`EAGER_BYTES`]) when ranks outnumber
+    /// CPUs (the same on every rank of a node).
+    #[must_use]
+    pub fn eager_max(&self, cpus: usize) -> usize {
+        self.eager_max_bytes.unwrap_or(if self.size > cpus {
+            EAGER_BYTES
+        } else {
+            DEFAULT_EAGER_MAX_BYTES
+        })
     }
 
     /// The wait policy this configuration asks for on a machine with `cpus` CPUs.
@@ -510,19 +531,24 @@ mod tests {
     }
 
     #[test]
-    fn eager_limit_defaults_to_the_slot_and_refuses_more() {
+    fn eager_limit_follows_oversubscription_and_refuses_more_than_the_slot() {
         let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
         let parse = |v: &str| {
             let pairs: Vec<(&str, &str)> =
                 base.iter().chain(&[(ENV_EAGER_MAX, v)]).copied().collect();
-            ShmConfig::from_lookup(lookup(&pairs)).map(|c| c.eager_max_bytes)
+            ShmConfig::from_lookup(lookup(&pairs))
         };
-        assert_eq!(parse("").expect("unset"), EAGER_BYTES);
-        assert_eq!(parse("0").expect("off"), 0);
-        assert_eq!(parse("64").expect("smaller"), 64);
-        let err = parse("257").expect_err("above the slot").to_string();
+        // 2 ranks: 256 bytes with 2 CPUs or more, the whole slot on 1 CPU.
+        let auto = parse("").expect("unset");
+        assert_eq!(auto.eager_max(2), DEFAULT_EAGER_MAX_BYTES);
+        assert_eq!(auto.eager_max(64), DEFAULT_EAGER_MAX_BYTES);
+        assert_eq!(auto.eager_max(1), EAGER_BYTES);
+        assert_eq!(parse("0").expect("off").eager_max(1), 0);
+        assert_eq!(parse("64").expect("smaller").eager_max(1), 64);
+        assert_eq!(parse("4096").expect("the slot").eager_max(8), 4096);
+        let err = parse("4097").expect_err("above the slot").to_string();
         assert!(
-            err.contains(ENV_EAGER_MAX) && err.contains("at most 256"),
+            err.contains(ENV_EAGER_MAX) && err.contains("at most 4096"),
             "{err}"
         );
     }

@@ -243,7 +243,7 @@ impl Job {
             } else {
                 crate::topology::l2_cache_bytes()
             }),
-            eager_max: cfg.eager_max_bytes,
+            eager_max: cfg.eager_max(cpus),
         }
     }
 
@@ -258,6 +258,9 @@ impl Job {
     ) -> Self {
         let mut cfg = ShmConfig::new("/in-memory", rank, size);
         cfg.barrier = barrier;
+        // The whole slot, whatever this machine's CPU count: protocol tests
+        // cover every eager size.
+        cfg.eager_max_bytes = Some(cobre_shm_layout::EAGER_BYTES);
         Self::new(control, &cfg, Vec::new())
     }
 

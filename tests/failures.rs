@@ -162,7 +162,7 @@ fn oversubscribed_sums(c: &ShmBackend) {
     }
 }
 
-/// Broadcasts of 8–256 bytes (eager: roots run ahead of their receivers)
+/// Broadcasts of 8 bytes to 4.8 KiB (eager ones let roots run ahead)
 /// from roots that change every call or stay for a run of calls, with an
 /// allreduce every 37 calls; the last call is a broadcast after which its
 /// root exits at once.
@@ -175,7 +175,9 @@ fn eager_bursts(c: &ShmBackend) {
             (step / 200) % n
         };
         let tag = step as u64 * 1_000_003;
-        let mut b = vec![if r == root { tag } else { 0 }; 1 + step % 32];
+        // 8 B – 4.8 KiB: eager up to the limit (4 KiB when oversubscribed),
+        // staged above it.
+        let mut b = vec![if r == root { tag } else { 0 }; 1 + (step * 7) % 600];
         c.broadcast(&mut b, root).expect("broadcast");
         assert!(b.iter().all(|&v| v == tag), "step {step}: {b:?}");
         if step % 37 == 36 {

@@ -434,7 +434,7 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
         ("COBRE_SHM_BARRIER", "ring"),
         ("COBRE_SHM_MEMPOLICY", "bogus"),
         ("COBRE_SHM_SPIN_US", "-5"),
-        ("COBRE_SHM_EAGER_MAX_BYTES", "257"),
+        ("COBRE_SHM_EAGER_MAX_BYTES", "4097"),
     ] {
         v.push((
             format!("{k}={val}"),

@@ -160,7 +160,7 @@ fn bad_rank_settings_are_refused_before_any_rank_starts() {
         ("COBRE_SHM_TIMEOUT_SECS", "-1"),
         ("COBRE_SHM_SPIN_US", "lots"),
         ("COBRE_SHM_CMA_MIN_BYTES", "1e6"),
-        ("COBRE_SHM_EAGER_MAX_BYTES", "4096"),
+        ("COBRE_SHM_EAGER_MAX_BYTES", "5000"),
     ] {
         let out = Command::new(launcher_bin())
             .args(["-p", "3", "--", "sh", "-c", "echo started"])

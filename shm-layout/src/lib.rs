@@ -53,7 +53,7 @@ pub const INLINE_BYTES: usize = 24;
 pub const EAGER_SLOTS: usize = 32;
 
 /// Largest payload of an eager broadcast ([`EagerSlot::payload`]).
-pub const EAGER_BYTES: usize = 256;
+pub const EAGER_BYTES: usize = 4096;
 
 /// Bit 31 of the wake word: set once when the job is aborted.
 pub const WAKE_ABORT_BIT: u32 = 1 << 31;
@@ -294,7 +294,7 @@ pub struct EagerSlot {
     /// The payload; its first 48 bytes share the 64-byte line of `ready`.
     /// Written only by the root that claimed the slot, before `ready`.
     pub payload: [u8; EAGER_BYTES],
-    /// Padding to three [`HOT_LINE`]s.
+    /// Padding to a whole number of [`HOT_LINE`]s.
     pub tail: [u64; 14],
 }
 
@@ -385,7 +385,7 @@ const _: () = {
     assert!(size_of::<RankSlot>() == HOT_LINE);
     assert!(size_of::<ReleaseLine>() == HOT_LINE);
     assert!(size_of::<RegionInfo>() == 64);
-    assert!(size_of::<EagerSlot>() == 3 * HOT_LINE);
+    assert!(size_of::<EagerSlot>() % HOT_LINE == 0);
     assert!(EAGER_READY_OFFSET % 8 == 0 && EAGER_CLAIM_OFFSET % 4 == 0);
     assert!(EAGER_ROOT_OFFSET % 4 == 0);
     // Payloads of any element type up to 16-byte alignment start aligned.
