@@ -701,18 +701,7 @@ mod protocol_tests {
                     assert_eq!(*s, want);
                 }
                 let counts: Vec<usize> = (0..n).map(|q| (q + round) % 4).collect();
-                let displs = cobre_comm::prefix_displs(&counts);
-                let mine: Vec<u64> = (0..counts[r])
-                    .map(|i| (r * 100 + i + round) as u64)
-                    .collect();
-                let mut all = vec![0u64; counts.iter().sum()];
-                job.allgatherv(&mine, &mut all, &counts, &displs)
-                    .expect("allgatherv");
-                for q in 0..n {
-                    for i in 0..counts[q] {
-                        assert_eq!(all[displs[q] + i], (q * 100 + i + round) as u64);
-                    }
-                }
+                allgatherv_checked(job, &counts, round);
                 let root = round % n;
                 let mut buf: Vec<u16> =
                     vec![if r == root { round as u16 } else { 0 }; 1 + round % 12];
@@ -899,14 +888,20 @@ mod protocol_tests {
 
     /// An allgatherv through a staging buffer, checked.
     fn allgatherv_staged(job: &Job, round: usize) {
+        let counts: Vec<usize> = (0..job.size).map(|q| 40 + q).collect();
+        allgatherv_checked(job, &counts, round);
+    }
+
+    /// An allgatherv of `counts[q]` values from each rank `q`, every value
+    /// checked on every rank.
+    fn allgatherv_checked(job: &Job, counts: &[usize], round: usize) {
         let (r, n) = (job.rank, job.size);
-        let counts: Vec<usize> = (0..n).map(|q| 40 + q).collect();
-        let displs = cobre_comm::prefix_displs(&counts);
+        let displs = cobre_comm::prefix_displs(counts);
         let mine: Vec<u64> = (0..counts[r])
             .map(|i| (r * 100 + i + round) as u64)
             .collect();
         let mut all = vec![0u64; counts.iter().sum()];
-        job.allgatherv(&mine, &mut all, &counts, &displs)
+        job.allgatherv(&mine, &mut all, counts, &displs)
             .expect("allgatherv");
         for q in 0..n {
             for i in 0..counts[q] {

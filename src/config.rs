@@ -530,14 +530,16 @@ mod tests {
         assert_eq!(cfg.barrier, BarrierShape::Tree);
     }
 
+    /// Rank 0 of 2 with `extra` variables set.
+    fn two_ranks_with(extra: &[(&str, &str)]) -> Result<ShmConfig, BackendError> {
+        let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
+        let pairs: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        ShmConfig::from_lookup(lookup(&pairs))
+    }
+
     #[test]
     fn eager_limit_follows_oversubscription_and_refuses_more_than_the_slot() {
-        let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
-        let parse = |v: &str| {
-            let pairs: Vec<(&str, &str)> =
-                base.iter().chain(&[(ENV_EAGER_MAX, v)]).copied().collect();
-            ShmConfig::from_lookup(lookup(&pairs))
-        };
+        let parse = |v: &str| two_ranks_with(&[(ENV_EAGER_MAX, v)]);
         // 2 ranks: 256 bytes with 2 CPUs or more, the whole slot on 1 CPU.
         let auto = parse("").expect("unset");
         assert_eq!(auto.eager_max(2), DEFAULT_EAGER_MAX_BYTES);
@@ -555,11 +557,7 @@ mod tests {
 
     #[test]
     fn streaming_stores_cover_the_configured_sizes() {
-        let base = [(ENV_NAME, "/job"), (ENV_RANK, "0"), (ENV_SIZE, "2")];
-        let cfg = |extra: &[(&str, &str)]| {
-            let pairs: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
-            ShmConfig::from_lookup(lookup(&pairs)).expect("valid configuration")
-        };
+        let cfg = |extra: &[(&str, &str)]| two_ranks_with(extra).expect("valid configuration");
         let l2 = Some(1 << 20);
         assert_eq!(
             cfg(&[]).stream_range(l2),
@@ -572,14 +570,7 @@ mod tests {
         let set = cfg(&[(ENV_STREAM_MIN, "4096"), (ENV_STREAM_MAX, "65536")]);
         assert_eq!(set.stream_range(l2), 4096..=65536);
         assert!(cfg(&[(ENV_STREAM_MIN, "0")]).stream_range(l2).is_empty());
-        assert!(ShmConfig::from_lookup(lookup(
-            &base
-                .iter()
-                .chain(&[(ENV_STREAM_MAX, "lots")])
-                .copied()
-                .collect::<Vec<_>>()
-        ))
-        .is_err());
+        assert!(two_ranks_with(&[(ENV_STREAM_MAX, "lots")]).is_err());
     }
 
     #[test]

@@ -381,10 +381,14 @@ fn missing_rank_times_out_with_a_clear_error() {
 /// every value intact, nobody taken for dead when the last root leaves.
 #[test]
 fn eager_broadcasts_run_ahead_on_eight_ranks_over_two_cores() {
-    let name = unique_name("eager");
-    let out =
-        spawn("rank_entry", 8, &env_of(&name, "eager_bursts"), &[]).wait(Duration::from_secs(60));
-    for o in &out {
+    every_rank_is_done("eager", "eager_bursts", 8, Duration::from_secs(60));
+}
+
+/// Run `case` on `ranks` ranks: every rank exits 0 having printed
+/// "RANK-r-DONE", and nothing is left in `/dev/shm`.
+fn every_rank_is_done(tag: &str, case: &str, ranks: usize, timeout: Duration) {
+    let name = unique_name(tag);
+    for o in spawn("rank_entry", ranks, &env_of(&name, case), &[]).wait(timeout) {
         assert!(o.status.success(), "{}", o.describe());
         assert!(
             o.stdout.contains(&format!("RANK-{}-DONE", o.rank)),
@@ -414,18 +418,12 @@ fn eight_ranks_on_two_cores_survive_oversubscription() {
 /// returned before everyone arrived and the root exited at once).
 #[test]
 fn a_root_leaving_after_its_last_broadcast_is_not_taken_for_dead() {
-    let name = unique_name("late-bcast");
-    let out = spawn("rank_entry", 3, &env_of(&name, "late_last_broadcast"), &[])
-        .wait(Duration::from_secs(20));
-    for o in &out {
-        assert!(o.status.success(), "{}", o.describe());
-        assert!(
-            o.stdout.contains(&format!("RANK-{}-DONE", o.rank)),
-            "{}",
-            o.describe()
-        );
-    }
-    assert_no_leftovers(&name);
+    every_rank_is_done(
+        "late-bcast",
+        "late_last_broadcast",
+        3,
+        Duration::from_secs(20),
+    );
 }
 
 /// A broadcast root that meets another collective is told so, in the
