@@ -112,6 +112,13 @@ impl ShmBackend {
         self.job.barrier_choice()
     }
 
+    /// Bytes of each of the job's two staging buffers (chosen by the
+    /// segment's creator, [`ShmConfig::staging`]).
+    #[must_use]
+    pub fn staging_bytes(&self) -> usize {
+        self.job.control.layout().staging_bytes
+    }
+
     /// Name of the job's control segment.
     #[must_use]
     pub fn segment_name(&self) -> &str {

@@ -29,8 +29,16 @@ pub const ENV_STOPPED: &str = "COBRE_SHM_STOPPED_SECS";
 pub const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 /// Pid of the launcher that created the control segment; when set, no rank creates it.
 pub const ENV_CREATOR_PID: &str = "COBRE_SHM_CREATOR_PID";
-/// Bytes of each staging buffer (read by the creator only; default 4 MiB).
+/// Bytes of each staging buffer (read by the creator only; default by the
+/// machine, [`ShmConfig::staging`]).
 pub const ENV_STAGING: &str = "COBRE_SHM_STAGING_BYTES";
+/// Staging bytes per rank asked for when ranks outnumber CPUs: every chunk
+/// of a large collective costs each rank one turn on a CPU per barrier, so
+/// oversubscribed jobs move fewer, larger chunks (`benches/README.md`,
+/// "Staging buffers when ranks outnumber CPUs").
+pub const OVERSUBSCRIBED_SLOT_BYTES: usize = 1 << 20;
+/// Largest staging buffer chosen without [`ENV_STAGING`].
+pub const MAX_AUTO_STAGING_BYTES: usize = 64 << 20;
 /// Memory policy of shared regions: `first-touch`, `interleave` or `node:K`.
 pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";
 /// Override of the spin budget in microseconds.
@@ -122,7 +130,7 @@ impl BarrierShape {
     /// [`Self::resolve`] on this machine's online CPUs.
     #[must_use]
     pub fn resolve_here(self, size: usize) -> Self {
-        self.resolve(size, crate::job::online_cpus())
+        self.resolve(size, crate::topology::online_cpus())
     }
 
     /// What a job of `size` ranks on a machine with `cpus` online CPUs
@@ -242,8 +250,9 @@ pub struct ShmConfig {
     pub stopped_grace: Duration,
     /// Pid of the launcher that created the segment, if any.
     pub creator_pid: Option<u32>,
-    /// Staging buffer size, used when this rank creates the segment.
-    pub staging_bytes: usize,
+    /// Staging buffer size, used when this rank creates the segment
+    /// (`None`: by the machine, [`Self::staging`]).
+    pub staging_bytes: Option<usize>,
     /// Memory policy, used when this rank creates the segment.
     pub mempolicy: MemPolicy,
     /// Spin budget override.
@@ -294,7 +303,7 @@ impl ShmConfig {
             attach_timeout: Self::DEFAULT_ATTACH_TIMEOUT,
             stopped_grace: WaitPolicy::STOPPED_GRACE,
             creator_pid: None,
-            staging_bytes: DEFAULT_STAGING_BYTES,
+            staging_bytes: None,
             mempolicy: MemPolicy::FirstTouch,
             spin: None,
             yield_for: None,
@@ -386,7 +395,7 @@ impl ShmConfig {
                     "{ENV_STAGING}={b} must be a multiple of {PAGE} and at least {MIN_STAGING_BYTES}"
                 )));
             }
-            cfg.staging_bytes = b;
+            cfg.staging_bytes = Some(b);
         }
         if let Some(p) = get(ENV_MEMPOLICY).filter(|v| !v.is_empty()) {
             cfg.mempolicy =
@@ -445,6 +454,30 @@ impl ShmConfig {
         } else {
             DEFAULT_EAGER_MAX_BYTES
         })
+    }
+
+    /// Bytes of each staging buffer of a job created on a machine with
+    /// `cpus` CPUs and `shm_free` bytes free in `/dev/shm`: the configured
+    /// size; else [`DEFAULT_STAGING_BYTES`] when every rank has a CPU (chunks
+    /// that stay in cache); else [`OVERSUBSCRIBED_SLOT_BYTES`] per rank, at
+    /// most [`MAX_AUTO_STAGING_BYTES`] and an eighth of the free space (both
+    /// buffers a quarter), never below the default. Unknown free space keeps
+    /// the default.
+    #[must_use]
+    pub fn staging(&self, cpus: usize, shm_free: Option<u64>) -> usize {
+        if let Some(b) = self.staging_bytes {
+            return b;
+        }
+        let Some(free) = shm_free.filter(|_| self.size > cpus) else {
+            return DEFAULT_STAGING_BYTES;
+        };
+        let room = usize::try_from(free / 8).unwrap_or(usize::MAX);
+        let want = self
+            .size
+            .saturating_mul(OVERSUBSCRIBED_SLOT_BYTES)
+            .min(MAX_AUTO_STAGING_BYTES)
+            .min(room);
+        (want & !(PAGE - 1)).max(DEFAULT_STAGING_BYTES)
     }
 
     /// The wait policy this configuration asks for on a machine with `cpus` CPUs.
@@ -525,7 +558,7 @@ mod tests {
         assert_eq!((cfg.rank, cfg.size), (1, 4));
         assert_eq!(cfg.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(cfg.creator_pid, Some(77));
-        assert_eq!(cfg.staging_bytes, 65536);
+        assert_eq!(cfg.staging_bytes, Some(65536));
         assert_eq!(cfg.mempolicy, MemPolicy::Node(3));
         assert_eq!(cfg.barrier, BarrierShape::Tree);
     }
@@ -553,6 +586,34 @@ mod tests {
             err.contains(ENV_EAGER_MAX) && err.contains("at most 4096"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn staging_grows_with_oversubscription_within_the_free_space() {
+        const MIB: usize = 1 << 20;
+        let ranks = |n: usize| ShmConfig::new("/job", 0, n);
+        let plenty = Some(1 << 40);
+        // A CPU per rank: the default, whatever the free space.
+        assert_eq!(ranks(64).staging(64, plenty), DEFAULT_STAGING_BYTES);
+        assert_eq!(ranks(2).staging(2, plenty), DEFAULT_STAGING_BYTES);
+        // Oversubscribed: 1 MiB per rank between the default and the cap.
+        assert_eq!(ranks(3).staging(2, plenty), DEFAULT_STAGING_BYTES);
+        assert_eq!(ranks(8).staging(2, plenty), 8 * MIB);
+        assert_eq!(ranks(64).staging(16, plenty), 64 * MIB);
+        assert_eq!(ranks(1000).staging(2, plenty), MAX_AUTO_STAGING_BYTES);
+        // An eighth of the free space, page-aligned, never below the default.
+        assert_eq!(ranks(64).staging(2, Some(128 * MIB as u64)), 16 * MIB);
+        let odd = ranks(64).staging(2, Some(100 * MIB as u64 + 12_345));
+        assert_eq!(odd, 100 * MIB / 8);
+        assert_eq!(
+            ranks(64).staging(2, Some(8 * MIB as u64)),
+            DEFAULT_STAGING_BYTES
+        );
+        assert_eq!(ranks(64).staging(2, None), DEFAULT_STAGING_BYTES);
+        // The variable wins in every case.
+        let set = two_ranks_with(&[(ENV_STAGING, "65536")]).expect("valid");
+        assert_eq!(set.staging(1, Some(0)), 65536);
+        assert_eq!(set.staging(64, plenty), 65536);
     }
 
     #[test]

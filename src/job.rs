@@ -64,17 +64,6 @@ pub(crate) struct Cma {
     pub(crate) pids: Vec<u32>,
 }
 
-/// Number of online CPUs (not the affinity mask: a bound rank still shares
-/// the machine with the others).
-pub(crate) fn online_cpus() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
-        .ok()
-        .flatten()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
 impl Job {
     /// Attach as `cfg.rank`: create the control segment (rank 0 without a
     /// launcher) or open it, validate it, claim the rank and run the
@@ -93,7 +82,11 @@ impl Job {
             .unwrap_or_else(Instant::now);
         let creating = cfg.creator_pid.is_none() && cfg.rank == 0;
         let control = if creating {
-            Control::create(&cfg.name, cfg.size, cfg.staging_bytes, cfg.mempolicy.code())?
+            let staging = cfg.staging(
+                crate::topology::online_cpus(),
+                crate::os::segment::shm_free_bytes(),
+            );
+            Control::create(&cfg.name, cfg.size, staging, cfg.mempolicy.code())?
         } else {
             Control::open(&cfg.name, deadline, cfg.creator_pid)?
         };
@@ -221,7 +214,7 @@ impl Job {
 
     fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
         let info = control.info();
-        let cpus = online_cpus();
+        let cpus = crate::topology::online_cpus();
         let planned = cfg.barrier.resolve(cfg.size, cpus);
         let tree = planned == BarrierShape::Tree;
         Self {

@@ -7,6 +7,18 @@ use std::fmt::Write as _;
 
 use crate::os::{libnuma, numa};
 
+/// Number of online CPUs (not the affinity mask: a bound rank still shares
+/// the machine with the others).
+#[must_use]
+pub fn online_cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// One NUMA node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumaNode {

@@ -132,6 +132,24 @@ fn rank_entry() {
             }
             println!("NEVER FULL");
         }
+        "staging" => {
+            // An allreduce over several chunks at whatever staging size the
+            // launcher chose, checked element by element.
+            let n = 3 << 17; // 3 MiB of f64
+            let send: Vec<f64> = (0..n).map(|i| (i % 1000 + r) as f64).collect();
+            let mut recv = vec![0.0; n];
+            comm.allreduce(&send, &mut recv, cobre_comm::ReduceOp::Sum)
+                .expect("allreduce");
+            let size = comm.size();
+            let ranks_sum = (size * (size - 1) / 2) as f64;
+            let wrong = (0..n)
+                .filter(|&i| recv[i] != (size * (i % 1000)) as f64 + ranks_sum)
+                .count();
+            if let (0, cobre_shm::Comm::Shm(shm)) = (r, &comm) {
+                println!("STAGING {} WRONG {wrong}", shm.staging_bytes());
+            }
+            assert_eq!(wrong, 0);
+        }
         "region_2m" => {
             let region = comm.create_shared_region::<u8>(2 << 20);
             comm.barrier().expect("barrier");
@@ -249,6 +267,41 @@ fn another_user_cannot_plant_or_read_segments() {
 }
 
 // ---- Resources
+
+#[test]
+fn oversubscribed_jobs_stage_in_larger_buffers_that_fit_dev_shm() {
+    let cpus = cobre_shm::topology::online_cpus();
+    if cpus >= 16 {
+        println!("NOTICE: {cpus} CPUs: 16 ranks are not oversubscribed here; skipped");
+        return;
+    }
+    let script = r#"
+COBRE_TEST_CASE=staging "$L" -p 16 -- "$T" rank_entry --exact --ignored --nocapture -q; echo "exit=$?"
+COBRE_TEST_CASE=staging "$L" -p 1 -- "$T" rank_entry --exact --ignored --nocapture -q; echo "exit=$?"
+"#;
+    // 1 MiB per rank when /dev/shm has room; an eighth of it when not.
+    for (size, want) in [("1g", 16 << 20), ("48m", 6 << 20)] {
+        let Some(o) = in_small_shm(size, script) else {
+            return;
+        };
+        let out = text(&o);
+        let seen: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("STAGING") || l.starts_with("exit="))
+            .collect();
+        let first = format!("STAGING {want} WRONG 0");
+        assert_eq!(
+            seen,
+            [
+                first.as_str(),
+                "exit=0",
+                "STAGING 4194304 WRONG 0",
+                "exit=0"
+            ],
+            "/dev/shm of {size}: {out}"
+        );
+    }
+}
 
 #[test]
 fn a_full_dev_shm_is_an_error_never_a_sigbus() {

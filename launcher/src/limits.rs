@@ -12,12 +12,6 @@ pub const MIN_THREAD_BYTES: u64 = 4 << 20;
 /// Most threads of a whole job per online CPU.
 pub const THREADS_PER_CPU: usize = 64;
 
-/// Free bytes of `/dev/shm`.
-fn shm_free() -> Option<u64> {
-    let vfs = nix::sys::statvfs::statvfs(cobre_shm::cleanup::SHM_DIR).ok()?;
-    Some(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
-}
-
 fn human(b: u64) -> String {
     let b = b as f64;
     if b >= 1e9 {
@@ -48,7 +42,7 @@ pub fn check_memory(
         human(sizes.tree_bytes)
     );
     if !private {
-        if let Some(free) = shm_free() {
+        if let Some(free) = cobre_shm::os::segment::shm_free_bytes() {
             if shared > free {
                 return Err(format!(
                     "this run needs {} of shared memory ({detail}) but /dev/shm has {} free: lower \

@@ -329,10 +329,18 @@ fn run(cli: &Cli) -> Result<i32, String> {
         verbose: cli.verbose,
     };
     let settings = rank_settings(plan.ranks.len(), cli.timeout)?;
+    let staging_bytes = settings.staging(
+        cobre_shm::topology::online_cpus(),
+        cobre_shm::os::segment::shm_free_bytes(),
+    );
     if cli.dry_run {
         print!("{}", topo.render());
         print!("{}", plan.render());
         println!("mempolicy for shared segments: {}", cli.mempolicy);
+        println!(
+            "staging buffers: 2 x {} KiB (COBRE_SHM_STAGING_BYTES)",
+            staging_bytes >> 10
+        );
         if !cli.program.is_empty() {
             println!("program: {}", cli.program.join(" "));
         }
@@ -357,7 +365,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
-        staging_bytes: settings.staging_bytes,
+        staging_bytes,
         ..LaunchOptions::default()
     };
     if let Some(Command::Train(args)) = &cli.command {

@@ -121,6 +121,14 @@ pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Bytes available to an unprivileged user in `/dev/shm`, where segments
+/// live (`None` when `statvfs` fails).
+#[must_use]
+pub fn shm_free_bytes() -> Option<u64> {
+    let vfs = nix::sys::statvfs::statvfs(crate::cleanup::SHM_DIR).ok()?;
+    Some(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
+}
+
 impl Segment {
     /// Create `name` exclusively (`O_CREAT | O_EXCL`, mode 0600), size it to
     /// `len` bytes and map it. The new bytes are zero. No page is allocated
