@@ -21,9 +21,9 @@ fn human(b: u64) -> String {
     }
 }
 
-/// Refuse a run whose shared data (`copies` copies of it) does not fit
-/// `/dev/shm`, or which with `workers` threads does not fit the memory
-/// available.
+/// Refuse a run whose shared data (`copies` copies of it, plus `staging`
+/// bytes of the job's staging buffers) does not fit `/dev/shm`, or which
+/// with `workers` threads does not fit the memory available.
 ///
 /// # Errors
 /// A message with the estimate and the limit.
@@ -32,14 +32,19 @@ pub fn check_memory(
     copies: usize,
     workers: usize,
     private: bool,
+    staging: u64,
 ) -> Result<(), String> {
-    let shared = sizes.shared_bytes().saturating_mul(copies as u64);
+    let shared = sizes
+        .shared_bytes()
+        .saturating_mul(copies as u64)
+        .saturating_add(staging);
     let detail = format!(
-        "cut pool {}, trial points {}, stage-LP cache {}, opening tree {}",
+        "cut pool {}, trial points {}, stage-LP cache {}, opening tree {}, staging buffers {}",
         human(sizes.pool_bytes),
         human(sizes.states_bytes),
         human(sizes.cache_bytes),
-        human(sizes.tree_bytes)
+        human(sizes.tree_bytes),
+        human(staging)
     );
     if !private {
         if let Some(free) = cobre_shm::os::segment::shm_free_bytes() {
@@ -98,8 +103,16 @@ mod tests {
             pool_bytes: u64::MAX / 4,
             states_bytes: 1,
         };
-        let e = check_memory(&s, 1, 1, false).expect_err("too big");
+        let e = check_memory(&s, 1, 1, false, 8 << 20).expect_err("too big");
         assert!(e.contains("shared memory") || e.contains("memory"), "{e}");
+        // The staging buffers count as shared memory too.
+        let tiny = Sizes {
+            pool_bytes: 1,
+            ..s
+        };
+        assert_eq!(check_memory(&tiny, 1, 1, false, 8 << 20), Ok(()));
+        let e = check_memory(&tiny, 1, 1, false, u64::MAX / 4).expect_err("staging too big");
+        assert!(e.contains("staging buffers"), "{e}");
         assert!(check_threads(100_000, 2)
             .expect_err("too many")
             .contains("128"));

@@ -333,6 +333,13 @@ fn run(cli: &Cli) -> Result<i32, String> {
         cobre_shm::topology::online_cpus(),
         cobre_shm::os::segment::shm_free_bytes(),
     );
+    let opts = LaunchOptions {
+        timeout: cli.timeout,
+        tag_output: cli.tag_output,
+        mempolicy: cli.mempolicy,
+        staging_bytes,
+        ..LaunchOptions::default()
+    };
     if cli.dry_run {
         print!("{}", topo.render());
         print!("{}", plan.render());
@@ -345,29 +352,15 @@ fn run(cli: &Cli) -> Result<i32, String> {
             println!("program: {}", cli.program.join(" "));
         }
         if let Some(Command::Train(args)) = &cli.command {
-            train::run(
-                args,
-                &plan,
-                &LaunchOptions::default(),
-                cli.threads,
-                verbosity,
-                true,
-            )?;
+            train::run(args, &plan, &opts, cli.threads, verbosity, true)?;
             println!("case and sizes: ok");
         }
         if let Some(Command::Run(args)) = &cli.command {
-            run::run(args, &plan, &LaunchOptions::default(), verbosity, true)?;
+            run::run(args, &plan, &opts, verbosity, true)?;
             println!("case directory: ok");
         }
         return Ok(0);
     }
-    let opts = LaunchOptions {
-        timeout: cli.timeout,
-        tag_output: cli.tag_output,
-        mempolicy: cli.mempolicy,
-        staging_bytes,
-        ..LaunchOptions::default()
-    };
     if let Some(Command::Train(args)) = &cli.command {
         return train::run(args, &plan, &opts, cli.threads, verbosity, false);
     }

@@ -111,12 +111,13 @@ fn mpi_threads(threads_override: Option<usize>) -> usize {
 /// hold against this machine's memory and `/dev/shm`, and where its outputs
 /// go. `copies` is how many copies of the shared data the run keeps (1 under
 /// shm, one per rank with `--replicate` or MPI); `workers` the threads of
-/// the whole node.
+/// the whole node; `staging` the bytes of the job's staging buffers.
 fn prepare(
     args: &TrainArgs,
     threads: usize,
     copies: usize,
     workers: usize,
+    staging: u64,
 ) -> Result<Prepared, String> {
     let case = match &args.case {
         Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
@@ -152,7 +153,7 @@ fn prepare(
     opts.fault = args.inject_solver_fault;
     opts.checkpoint_every = (args.checkpoint_every > 0).then_some(args.checkpoint_every);
     let sizes = cobre_shm_sddp::engine::sizes(&case, &opts).map_err(|e| e.to_string())?;
-    crate::limits::check_memory(&sizes, copies, workers, opts.replicate)?;
+    crate::limits::check_memory(&sizes, copies, workers, opts.replicate, staging)?;
     let dir = args.output.clone().unwrap_or_else(|| {
         Path::new("output").join(cobre_shm_sddp::publish::safe_dir_name(&case.name))
     });
@@ -379,7 +380,7 @@ pub fn run(
         TrainBackend::Local => {
             let threads = threads_override.unwrap_or(cpus);
             crate::limits::check_threads(threads, cpus)?;
-            let prepared = prepare(args, threads, 1, threads)?;
+            let prepared = prepare(args, threads, 1, threads, 0)?;
             if dry_run {
                 return Ok(0);
             }
@@ -395,7 +396,7 @@ pub fn run(
             let threads = mpi_threads(threads_override);
             crate::limits::check_threads(threads, cpus)?;
             if dry_run {
-                return prepare(args, threads, 1, threads).map(|_| 0);
+                return prepare(args, threads, 1, threads, 0).map(|_| 0);
             }
             // MPI first: a rank that fails before MPI_Init would leave the
             // others waiting in it; after it, MPI_Abort ends the whole job.
@@ -405,7 +406,7 @@ pub fn run(
                 )
             })?;
             crate::log::init(comm.rank(), v);
-            let prepared = prepare(args, threads, 1, threads);
+            let prepared = prepare(args, threads, 1, threads, 0);
             // Every rank reaches this agreement (preparing is local), so a
             // failure anywhere ends the job through MPI_Finalize on every
             // rank, with each failing rank's reason printed, instead of an
@@ -448,7 +449,9 @@ pub fn run(
         TrainBackend::Shm | TrainBackend::Auto => {
             let workers: usize = plan.ranks.iter().map(|r| r.threads).sum();
             let copies = if args.replicate { plan.ranks.len() } else { 1 };
-            let prepared = prepare(args, 1, copies, workers)?;
+            // Both staging buffers of the control segment live in /dev/shm too.
+            let staging = 2 * launch_opts.staging_bytes as u64;
+            let prepared = prepare(args, 1, copies, workers, staging)?;
             if dry_run {
                 return Ok(0);
             }
