@@ -304,6 +304,58 @@ COBRE_TEST_CASE=staging "$L" -p 1 -- "$T" rank_entry --exact --ignored --nocaptu
 }
 
 #[test]
+fn a_run_whose_data_needs_the_room_keeps_the_default_staging_buffers() {
+    use cobre_shm_sddp::{case, engine};
+    let cpus = cobre_shm::topology::online_cpus();
+    if cpus >= 16 {
+        println!("NOTICE: {cpus} CPUs: 16 ranks are not oversubscribed here; skipped");
+        return;
+    }
+    // The bundled case with enough cuts for about 40 MB of shared data.
+    let tutorial = case::Case::parse(case::TUTORIAL_CASE, "bundled", "tutorial").expect("case");
+    let mut opts = engine::TrainOptions::from_case(&tutorial, 1);
+    opts.forward_passes = 64;
+    opts.iterations = 16;
+    let shared = loop {
+        let b = engine::sizes(&tutorial, &opts)
+            .expect("sizes")
+            .shared_bytes();
+        if b >= 40 << 20 || opts.iterations > 1 << 20 {
+            break b;
+        }
+        opts.iterations *= 2;
+    };
+    // Room for the data and 2 x 4 MiB, not for the 2 x 1/8 of /dev/shm that
+    // 16 ranks on fewer CPUs would otherwise get.
+    let mib = (shared >> 20) + 10;
+    let script = format!(
+        r#"
+echo "== auto"; "$L" -p 16 --dry-run train --iterations {i} --forward-passes 64; echo "exit=$?"
+echo "== set"; COBRE_SHM_STAGING_BYTES=16777216 "$L" -p 16 --dry-run train --iterations {i} --forward-passes 64; echo "exit=$?"
+"#,
+        i = opts.iterations
+    );
+    let Some(o) = in_small_shm(&format!("{mib}m"), &script) else {
+        return;
+    };
+    let out = text(&o);
+    let (auto, set) = out.split_once("== set").expect("both sections");
+    assert!(
+        auto.contains("staging buffers of 4096 KiB instead of")
+            && auto.contains("case and sizes: ok")
+            && auto.contains("exit=0"),
+        "{out}"
+    );
+    // A size the user set is kept: the run is refused with the numbers.
+    assert!(
+        set.contains("exit=2")
+            && set.contains("staging buffers 33.6 MB")
+            && set.contains("COBRE_SHM_STAGING_BYTES=4194304"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_full_dev_shm_is_an_error_never_a_sigbus() {
     let script = r#"
 set -u

@@ -58,6 +58,10 @@ pub struct LaunchOptions {
     pub mempolicy: MemPolicy,
     /// Staging buffer size.
     pub staging_bytes: usize,
+    /// Whether `staging_bytes` was chosen by the machine (not by
+    /// `COBRE_SHM_STAGING_BYTES`), so a run may lower it to the default to
+    /// leave `/dev/shm` to its data.
+    pub staging_automatic: bool,
     /// Time between SIGTERM and SIGKILL when stopping ranks after a failure.
     pub grace: Duration,
     /// Time ranks get to stop on their own after a forwarded SIGINT/SIGTERM
@@ -72,6 +76,7 @@ impl Default for LaunchOptions {
             tag_output: false,
             mempolicy: MemPolicy::FirstTouch,
             staging_bytes: DEFAULT_STAGING_BYTES,
+            staging_automatic: true,
             grace: Duration::from_secs(1),
             stop_grace: Duration::from_secs(60),
         }

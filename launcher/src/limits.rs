@@ -2,6 +2,7 @@
 //! checked before anything is allocated, with a message that states the
 //! limit and the estimate.
 
+use cobre_shm_layout::DEFAULT_STAGING_BYTES;
 use cobre_shm_run::limits::mem_available;
 use cobre_shm_sddp::engine::Sizes;
 
@@ -49,10 +50,15 @@ pub fn check_memory(
     if !private {
         if let Some(free) = cobre_shm::os::segment::shm_free_bytes() {
             if shared > free {
+                let smaller = if staging > 2 * DEFAULT_STAGING_BYTES as u64 {
+                    ", or give smaller staging buffers (COBRE_SHM_STAGING_BYTES=4194304)"
+                } else {
+                    ""
+                };
                 return Err(format!(
                     "this run needs {} of shared memory ({detail}) but /dev/shm has {} free: lower \
                      --iterations or --forward-passes, free /dev/shm (`cobre-shm clean`, `df -h \
-                     /dev/shm`) or enlarge it",
+                     /dev/shm`) or enlarge it{smaller}",
                     human(shared),
                     human(free)
                 ));
@@ -106,10 +112,7 @@ mod tests {
         let e = check_memory(&s, 1, 1, false, 8 << 20).expect_err("too big");
         assert!(e.contains("shared memory") || e.contains("memory"), "{e}");
         // The staging buffers count as shared memory too.
-        let tiny = Sizes {
-            pool_bytes: 1,
-            ..s
-        };
+        let tiny = Sizes { pool_bytes: 1, ..s };
         assert_eq!(check_memory(&tiny, 1, 1, false, 8 << 20), Ok(()));
         let e = check_memory(&tiny, 1, 1, false, u64::MAX / 4).expect_err("staging too big");
         assert!(e.contains("staging buffers"), "{e}");

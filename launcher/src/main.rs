@@ -338,6 +338,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
         staging_bytes,
+        staging_automatic: settings.staging_bytes.is_none(),
         ..LaunchOptions::default()
     };
     if cli.dry_run {

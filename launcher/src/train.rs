@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cobre_comm::Communicator;
 use cobre_shm::{Comm, ShmBackend};
+use cobre_shm_layout::DEFAULT_STAGING_BYTES;
 use cobre_shm_sddp::checkpoint;
 use cobre_shm_sddp::workspace::Fault;
 use cobre_shm_sddp::{
@@ -358,6 +359,38 @@ fn summary_line(case: &Case, report: &TrainReport, dir: &Path) -> String {
     }
 }
 
+/// [`prepare`] for a shm launch, whose two staging buffers live in
+/// `/dev/shm` beside the run's data: when the larger buffers chosen for an
+/// oversubscribed job leave the data too little room but the default ones
+/// do not, the launch takes the default ones (and says so).
+fn prepare_with_staging(
+    args: &TrainArgs,
+    copies: usize,
+    workers: usize,
+    launch_opts: &mut LaunchOptions,
+    v: Verbosity,
+) -> Result<Prepared, String> {
+    let both = |bytes: usize| 2 * bytes as u64;
+    let first = prepare(args, 1, copies, workers, both(launch_opts.staging_bytes));
+    if first.is_ok()
+        || !launch_opts.staging_automatic
+        || launch_opts.staging_bytes <= DEFAULT_STAGING_BYTES
+    {
+        return first;
+    }
+    let prepared = prepare(args, 1, copies, workers, both(DEFAULT_STAGING_BYTES))?;
+    if !v.quiet {
+        crate::launch::line(&format!(
+            "cobre-shm: staging buffers of {} KiB instead of {} KiB, to leave /dev/shm to the \
+             run's data",
+            DEFAULT_STAGING_BYTES >> 10,
+            launch_opts.staging_bytes >> 10
+        ));
+    }
+    launch_opts.staging_bytes = DEFAULT_STAGING_BYTES;
+    Ok(prepared)
+}
+
 /// `cobre-shm train`.
 ///
 /// # Errors
@@ -449,9 +482,8 @@ pub fn run(
         TrainBackend::Shm | TrainBackend::Auto => {
             let workers: usize = plan.ranks.iter().map(|r| r.threads).sum();
             let copies = if args.replicate { plan.ranks.len() } else { 1 };
-            // Both staging buffers of the control segment live in /dev/shm too.
-            let staging = 2 * launch_opts.staging_bytes as u64;
-            let prepared = prepare(args, 1, copies, workers, staging)?;
+            let mut launch_opts = launch_opts.clone();
+            let prepared = prepare_with_staging(args, copies, workers, &mut launch_opts, v)?;
             if dry_run {
                 return Ok(0);
             }
@@ -469,7 +501,7 @@ pub fn run(
                 };
                 run_rank(&comm, &prepared, ctx.placement.threads, v)
             };
-            launch(plan, &Program::Run(&body), launch_opts)
+            launch(plan, &Program::Run(&body), &launch_opts)
         }
     }
 }
