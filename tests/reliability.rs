@@ -268,11 +268,18 @@ fn another_user_cannot_plant_or_read_segments() {
 
 // ---- Resources
 
-#[test]
-fn oversubscribed_jobs_stage_in_larger_buffers_that_fit_dev_shm() {
+/// Whether 16 ranks outnumber this machine's CPUs (else says it skips).
+fn sixteen_ranks_oversubscribe() -> bool {
     let cpus = cobre_shm::topology::online_cpus();
     if cpus >= 16 {
         println!("NOTICE: {cpus} CPUs: 16 ranks are not oversubscribed here; skipped");
+    }
+    cpus < 16
+}
+
+#[test]
+fn oversubscribed_jobs_stage_in_larger_buffers_that_fit_dev_shm() {
+    if !sixteen_ranks_oversubscribe() {
         return;
     }
     let script = r#"
@@ -306,9 +313,7 @@ COBRE_TEST_CASE=staging "$L" -p 1 -- "$T" rank_entry --exact --ignored --nocaptu
 #[test]
 fn a_run_whose_data_needs_the_room_keeps_the_default_staging_buffers() {
     use cobre_shm_sddp::{case, engine};
-    let cpus = cobre_shm::topology::online_cpus();
-    if cpus >= 16 {
-        println!("NOTICE: {cpus} CPUs: 16 ranks are not oversubscribed here; skipped");
+    if !sixteen_ranks_oversubscribe() {
         return;
     }
     // The bundled case with enough cuts for about 40 MB of shared data.
