@@ -430,6 +430,7 @@ fn bad_inputs(dir: &Path) -> Vec<Input> {
         ("COBRE_SHM_STAGING_BYTES", "100"),
         ("COBRE_SHM_STAGING_BYTES", "abc"),
         ("COBRE_SHM_STAGING_BYTES", "99999999999999999999"),
+        ("COBRE_SHM_STAGING_BYTES", "9223372036854775808"),
         ("COBRE_SHM_TOPOLOGY", "/nonexistent"),
         ("COBRE_SHM_BARRIER", "ring"),
         ("COBRE_SHM_MEMPOLICY", "bogus"),

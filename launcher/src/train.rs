@@ -370,7 +370,7 @@ fn prepare_with_staging(
     launch_opts: &mut LaunchOptions,
     v: Verbosity,
 ) -> Result<Prepared, String> {
-    let both = |bytes: usize| 2 * bytes as u64;
+    let both = |bytes: usize| (bytes as u64).saturating_mul(2);
     let first = prepare(args, 1, copies, workers, both(launch_opts.staging_bytes));
     if first.is_ok()
         || !launch_opts.staging_automatic
