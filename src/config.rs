@@ -39,6 +39,9 @@ pub const ENV_STAGING: &str = "COBRE_SHM_STAGING_BYTES";
 pub const OVERSUBSCRIBED_SLOT_BYTES: usize = 1 << 20;
 /// Largest staging buffer chosen without [`ENV_STAGING`].
 pub const MAX_AUTO_STAGING_BYTES: usize = 64 << 20;
+/// Number of CPUs the whole job may run on (set by the launcher from its
+/// affinity mask, so a cpuset or `taskset` counts; default: the online CPUs).
+pub const ENV_JOB_CPUS: &str = "COBRE_SHM_JOB_CPUS";
 /// Memory policy of shared regions: `first-touch`, `interleave` or `node:K`.
 pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";
 /// Override of the spin budget in microseconds.
@@ -127,10 +130,12 @@ impl BarrierShape {
         }
     }
 
-    /// [`Self::resolve`] on this machine's online CPUs.
+    /// [`Self::resolve`] on the CPUs this process may run on.
     #[must_use]
     pub fn resolve_here(self, size: usize) -> Self {
-        self.resolve(size, crate::topology::online_cpus())
+        let cpus =
+            crate::topology::allowed_cpus().map_or_else(crate::topology::online_cpus, |c| c.len());
+        self.resolve(size, cpus)
     }
 
     /// What a job of `size` ranks on a machine with `cpus` online CPUs
@@ -253,6 +258,9 @@ pub struct ShmConfig {
     /// Staging buffer size, used when this rank creates the segment
     /// (`None`: by the machine, [`Self::staging`]).
     pub staging_bytes: Option<usize>,
+    /// CPUs the whole job may run on (`None`: the online CPUs), which
+    /// decide whether ranks outnumber CPUs.
+    pub job_cpus: Option<usize>,
     /// Memory policy, used when this rank creates the segment.
     pub mempolicy: MemPolicy,
     /// Spin budget override.
@@ -304,6 +312,7 @@ impl ShmConfig {
             stopped_grace: WaitPolicy::STOPPED_GRACE,
             creator_pid: None,
             staging_bytes: None,
+            job_cpus: None,
             mempolicy: MemPolicy::FirstTouch,
             spin: None,
             yield_for: None,
@@ -397,6 +406,12 @@ impl ShmConfig {
             }
             cfg.staging_bytes = Some(b);
         }
+        if let Some(n) = num(ENV_JOB_CPUS)? {
+            if n == 0 {
+                return Err(bad(format!("{ENV_JOB_CPUS}=0: give at least 1 CPU")));
+            }
+            cfg.job_cpus = Some(to_usize(n));
+        }
         if let Some(p) = get(ENV_MEMPOLICY).filter(|v| !v.is_empty()) {
             cfg.mempolicy =
                 MemPolicy::parse(p.trim()).map_err(|e| bad(format!("{ENV_MEMPOLICY}: {e}")))?;
@@ -454,6 +469,14 @@ impl ShmConfig {
         } else {
             DEFAULT_EAGER_MAX_BYTES
         })
+    }
+
+    /// CPUs the whole job may run on: [`Self::job_cpus`], else the online CPUs.
+    #[must_use]
+    pub fn cpus(&self) -> usize {
+        self.job_cpus
+            .unwrap_or_else(crate::topology::online_cpus)
+            .max(1)
     }
 
     /// Bytes of each staging buffer of a job created on a machine with
@@ -551,10 +574,12 @@ mod tests {
             (ENV_TIMEOUT, "2.5"),
             (ENV_CREATOR_PID, "77"),
             (ENV_STAGING, "65536"),
+            (ENV_JOB_CPUS, "3"),
             (ENV_MEMPOLICY, "node:3"),
             (ENV_BARRIER, "tree"),
         ]))
         .expect("valid configuration");
+        assert_eq!((cfg.job_cpus, cfg.cpus()), (Some(3), 3));
         assert_eq!((cfg.rank, cfg.size), (1, 4));
         assert_eq!(cfg.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(cfg.creator_pid, Some(77));
@@ -665,6 +690,8 @@ mod tests {
             (ENV_ATTACH_TIMEOUT, "0"),
             (ENV_STOPPED, "nan"),
             (ENV_STAGING, "100"),
+            (ENV_JOB_CPUS, "0"),
+            (ENV_JOB_CPUS, "two"),
             (ENV_MEMPOLICY, "numa"),
             (ENV_BARRIER, "ring"),
             (ENV_NAME, "job"),

@@ -82,10 +82,7 @@ impl Job {
             .unwrap_or_else(Instant::now);
         let creating = cfg.creator_pid.is_none() && cfg.rank == 0;
         let control = if creating {
-            let staging = cfg.staging(
-                crate::topology::online_cpus(),
-                crate::os::segment::shm_free_bytes(),
-            );
+            let staging = cfg.staging(cfg.cpus(), crate::os::segment::shm_free_bytes());
             Control::create(&cfg.name, cfg.size, staging, cfg.mempolicy.code())?
         } else {
             Control::open(&cfg.name, deadline, cfg.creator_pid)?
@@ -214,7 +211,7 @@ impl Job {
 
     fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
         let info = control.info();
-        let cpus = crate::topology::online_cpus();
+        let cpus = cfg.cpus();
         let planned = cfg.barrier.resolve(cfg.size, cpus);
         let tree = planned == BarrierShape::Tree;
         Self {

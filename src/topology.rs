@@ -19,6 +19,19 @@ pub fn online_cpus() -> usize {
         .max(1)
 }
 
+/// The CPUs this process may run on (its affinity mask, which a cpuset,
+/// `taskset` or a batch system's binding narrows), ascending; `None` when
+/// the kernel does not say.
+#[must_use]
+pub fn allowed_cpus() -> Option<Vec<u32>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let cpus: Vec<u32> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .filter_map(|c| u32::try_from(c).ok())
+        .collect();
+    (!cpus.is_empty()).then_some(cpus)
+}
+
 /// One NUMA node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumaNode {
@@ -91,6 +104,17 @@ impl Topology {
         Self::from_libnuma()
             .or_else(Self::from_sysfs)
             .unwrap_or_else(Self::single_node_of_this_machine)
+    }
+
+    /// [`Self::discover`] narrowed to the CPUs this process may run on
+    /// ([`allowed_cpus`]), with the CPUs left out.
+    #[must_use]
+    pub fn discover_allowed() -> (Self, Vec<u32>) {
+        let mut topo = Self::discover();
+        let removed = allowed_cpus()
+            .map(|allowed| topo.restrict_to(&allowed))
+            .unwrap_or_default();
+        (topo, removed)
     }
 
     fn from_libnuma() -> Option<Self> {
@@ -286,6 +310,23 @@ impl Topology {
         self.nodes.iter().filter(|n| !n.cpus.is_empty())
     }
 
+    /// Keep only the CPUs in `allowed` (a node left without any keeps its
+    /// memory and gets no ranks). Returns the CPUs removed; when `allowed`
+    /// shares no CPU with the topology nothing is removed.
+    pub fn restrict_to(&mut self, allowed: &[u32]) -> Vec<u32> {
+        let keep = |c: &u32| allowed.binary_search(c).is_ok();
+        if !self.nodes.iter().flat_map(|n| &n.cpus).any(keep) {
+            return Vec::new();
+        }
+        let mut removed = Vec::new();
+        for n in &mut self.nodes {
+            removed.extend(n.cpus.iter().copied().filter(|c| !keep(c)));
+            n.cpus.retain(keep);
+        }
+        removed.sort_unstable();
+        removed
+    }
+
     /// Total number of CPUs.
     #[must_use]
     pub fn cpu_count(&self) -> usize {
@@ -416,6 +457,31 @@ mod tests {
         assert_eq!(parse_cache_size("65536"), Some(65536));
         assert_eq!(parse_cache_size("big"), None);
         assert_eq!(parse_cache_size(&format!("{}M", usize::MAX)), None);
+    }
+
+    #[test]
+    fn restricting_keeps_the_allowed_cpus_and_every_node() {
+        let two = "node 0 cpus=0-3\nnode 1 cpus=4-7\n";
+        let mut t = Topology::parse(two, "t").expect("valid");
+        assert_eq!(t.restrict_to(&[1, 2, 5]), vec![0, 3, 4, 6, 7]);
+        assert_eq!(
+            (t.nodes[0].cpus.clone(), t.nodes[1].cpus.clone()),
+            (vec![1, 2], vec![5])
+        );
+        // A node left without CPUs keeps its memory and gets no ranks.
+        let mut t = Topology::parse(two, "t").expect("valid");
+        assert_eq!(t.restrict_to(&[4, 5, 6, 7, 9]), vec![0, 1, 2, 3]);
+        assert_eq!(
+            (t.nodes.len(), t.compute_nodes().count(), t.cpu_count()),
+            (2, 1, 4)
+        );
+        // A mask that shares nothing with the topology changes nothing.
+        let mut t = Topology::parse(two, "t").expect("valid");
+        assert!(t.restrict_to(&[100]).is_empty());
+        assert_eq!(t.cpu_count(), 8);
+        // This process may run somewhere.
+        let allowed = allowed_cpus().expect("affinity mask");
+        assert!(allowed.windows(2).all(|w| w[0] < w[1]) && allowed.len() <= online_cpus());
     }
 
     #[test]

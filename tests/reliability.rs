@@ -335,6 +335,7 @@ fn a_run_whose_data_needs_the_room_keeps_the_default_staging_buffers() {
     let mib = (shared >> 20) + 10;
     let script = format!(
         r#"
+cd "$(mktemp -d)"
 echo "== auto"; "$L" -p 16 --dry-run train --iterations {i} --forward-passes 64; echo "exit=$?"
 echo "== set"; COBRE_SHM_STAGING_BYTES=16777216 "$L" -p 16 --dry-run train --iterations {i} --forward-passes 64; echo "exit=$?"
 "#,
@@ -434,6 +435,125 @@ echo "== left"; ls /dev/shm | wc -l
         "young one removed: {out}"
     );
     assert!(section("left").trim().starts_with('0'), "{out}");
+}
+
+// ---- Placement
+
+/// Each rank prints where it may run and the job's CPU count.
+const WHERE: &str = r#"echo "rank=$COBRE_SHM_RANK job_cpus=$COBRE_SHM_JOB_CPUS $(grep Cpus_allowed_list /proc/self/status | tr -d '\t')""#;
+
+/// The `WHERE` lines of both ranks of a 2-rank job, sorted.
+fn where_lines(o: &Output) -> Vec<String> {
+    let out = text(o);
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("rank="))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert!(o.status.success(), "{out}");
+    lines
+}
+
+const ON_CPU_0: [&str; 2] = [
+    "rank=0 job_cpus=1 Cpus_allowed_list:0",
+    "rank=1 job_cpus=1 Cpus_allowed_list:0",
+];
+
+#[test]
+fn ranks_stay_inside_the_launchers_affinity_mask() {
+    if cobre_shm::topology::online_cpus() < 2 {
+        println!("NOTICE: one CPU: no narrower affinity mask to test; skipped");
+        return;
+    }
+    let Ok(o) = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(launcher_bin())
+        .args(["-p", "2", "--", "sh", "-c", WHERE])
+        .output()
+    else {
+        println!("NOTICE: taskset unavailable; skipped");
+        return;
+    };
+    assert_eq!(where_lines(&o), ON_CPU_0);
+}
+
+/// A cpuset cgroup (v1 or v2) holding CPU 0 only, removed when dropped.
+struct CpusetOfCpu0(PathBuf);
+
+impl CpusetOfCpu0 {
+    fn create() -> Result<Self, String> {
+        let name = format!("cobre-shm-test.{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/cpuset");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let write = |p: PathBuf, v: &str| {
+            std::fs::write(&p, v).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        if v1.join("cpuset.cpus").exists() {
+            let d = v1.join(name);
+            std::fs::create_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let guard = Self(d.clone());
+            let mems = std::fs::read_to_string(v1.join("cpuset.mems")).unwrap_or_default();
+            write(d.join("cpuset.cpus"), "0")?;
+            write(d.join("cpuset.mems"), mems.trim())?;
+            return Ok(guard);
+        }
+        let controllers =
+            std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "cpuset") {
+            write(v2.join("cgroup.subtree_control"), "+cpuset")?;
+            let d = v2.join(name);
+            std::fs::create_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let guard = Self(d.clone());
+            write(d.join("cpuset.cpus"), "0")?;
+            return Ok(guard);
+        }
+        Err("no cpuset controller mounted".into())
+    }
+
+    /// The file a process writes its pid to, to join.
+    fn tasks(&self) -> PathBuf {
+        let v1 = self.0.join("tasks");
+        if v1.exists() {
+            v1
+        } else {
+            self.0.join("cgroup.procs")
+        }
+    }
+}
+
+impl Drop for CpusetOfCpu0 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
+    // A batch system's (or a container's) cpuset: binding a rank to a CPU
+    // outside it fails, so the launcher must place ranks inside it.
+    if !is_root() || cobre_shm::topology::online_cpus() < 2 {
+        println!("NOTICE: needs root and 2 CPUs to make a cpuset; skipped");
+        return;
+    }
+    let cpuset = match CpusetOfCpu0::create() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("NOTICE: cannot make a cpuset here ({e}); skipped");
+            return;
+        }
+    };
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            r#"echo $$ > "$TASKS" && exec "$L" -p 2 -- sh -c "$WHERE""#,
+        ])
+        .env("TASKS", cpuset.tasks())
+        .env("L", launcher_bin())
+        .env("WHERE", WHERE)
+        .output()
+        .expect("sh");
+    assert_eq!(where_lines(&o), ON_CPU_0);
 }
 
 // ---- Numbers

@@ -62,6 +62,9 @@ pub struct LaunchOptions {
     /// `COBRE_SHM_STAGING_BYTES`), so a run may lower it to the default to
     /// leave `/dev/shm` to its data.
     pub staging_automatic: bool,
+    /// CPUs the whole job may run on, passed to every rank
+    /// (`COBRE_SHM_JOB_CPUS`; `None`: each rank counts the online CPUs).
+    pub job_cpus: Option<usize>,
     /// Time between SIGTERM and SIGKILL when stopping ranks after a failure.
     pub grace: Duration,
     /// Time ranks get to stop on their own after a forwarded SIGINT/SIGTERM
@@ -77,6 +80,7 @@ impl Default for LaunchOptions {
             mempolicy: MemPolicy::FirstTouch,
             staging_bytes: DEFAULT_STAGING_BYTES,
             staging_automatic: true,
+            job_cpus: None,
             grace: Duration::from_secs(1),
             stop_grace: Duration::from_secs(60),
         }
@@ -199,6 +203,9 @@ fn child(
     if let Some(t) = cfg.timeout {
         set_env(config::ENV_TIMEOUT, &t.as_secs_f64().to_string());
     }
+    if let Some(c) = cfg.job_cpus {
+        set_env(config::ENV_JOB_CPUS, &c.to_string());
+    }
     set_env("COBRE_SHM_NODE", &placement.node.to_string());
     set_env("COBRE_SHM_CPUS", &format_list(&placement.cpus));
     set_env_default("RAYON_NUM_THREADS", &placement.threads.to_string());
@@ -264,6 +271,7 @@ pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Resul
     let mut cfg = ShmConfig::new(&name, 0, n);
     cfg.timeout = opts.timeout;
     cfg.creator_pid = Some(std::process::id());
+    cfg.job_cpus = opts.job_cpus;
 
     let mut signals = SigSet::empty();
     // Sent fault signals come through the signalfd too (a real fault of

@@ -163,11 +163,11 @@ fn parse_timeout(v: &str) -> Result<std::time::Duration, String> {
     cobre_shm::config::parse_secs("--timeout", v)
 }
 
-fn topology_for(dry_run: bool) -> Result<Topology, String> {
+fn topology_for(dry_run: bool) -> Result<(Topology, Option<String>), String> {
     match std::env::var(ENV_TOPOLOGY) {
         Ok(path) if !path.is_empty() => {
             if dry_run {
-                Topology::from_file(&path)
+                Topology::from_file(&path).map(|t| (t, None))
             } else {
                 Err(format!(
                     "{ENV_TOPOLOGY}={path} describes another machine; it is only used by --dry-run \
@@ -175,14 +175,31 @@ fn topology_for(dry_run: bool) -> Result<Topology, String> {
                 ))
             }
         }
-        _ => Ok(Topology::discover()),
+        _ => {
+            // Ranks go where this process may run: a cpuset, `taskset` or a
+            // batch system's binding narrows the machine.
+            let (topo, removed) = Topology::discover_allowed();
+            let note = (!removed.is_empty()).then(|| {
+                format!(
+                    "this process may not run on CPU(s) {} (affinity mask or cpuset): ranks use \
+                     the other {}",
+                    cobre_shm::topology::format_list(&removed),
+                    topo.cpu_count()
+                )
+            });
+            Ok((topo, note))
+        }
     }
 }
 
 fn run(cli: &Cli) -> Result<i32, String> {
     match &cli.command {
         Some(Command::Topology) => {
-            print!("{}", topology_for(true)?.render());
+            let (topo, note) = topology_for(true)?;
+            print!("{}", topo.render());
+            if let Some(n) = note {
+                println!("{n}");
+            }
             return Ok(0);
         }
         Some(Command::Clean { list }) => {
@@ -296,7 +313,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
         }
         Some(Command::Train(_) | Command::Run(_)) | None => {}
     }
-    let topo = topology_for(cli.dry_run)?;
+    let (topo, topo_note) = topology_for(cli.dry_run)?;
     if let MemPolicy::Node(k) = cli.mempolicy {
         if !topo
             .nodes
@@ -329,20 +346,23 @@ fn run(cli: &Cli) -> Result<i32, String> {
         verbose: cli.verbose,
     };
     let settings = rank_settings(plan.ranks.len(), cli.timeout)?;
-    let staging_bytes = settings.staging(
-        cobre_shm::topology::online_cpus(),
-        cobre_shm::os::segment::shm_free_bytes(),
-    );
+    // What decides whether ranks outnumber CPUs, here and in every rank.
+    let job_cpus = settings.job_cpus.unwrap_or(cpus);
+    let staging_bytes = settings.staging(job_cpus, cobre_shm::os::segment::shm_free_bytes());
     let opts = LaunchOptions {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
         mempolicy: cli.mempolicy,
         staging_bytes,
         staging_automatic: settings.staging_bytes.is_none(),
+        job_cpus: Some(job_cpus),
         ..LaunchOptions::default()
     };
     if cli.dry_run {
         print!("{}", topo.render());
+        if let Some(n) = &topo_note {
+            println!("{n}");
+        }
         print!("{}", plan.render());
         println!("mempolicy for shared segments: {}", cli.mempolicy);
         println!(

@@ -110,6 +110,13 @@ pub fn check_writable(dir: &Path) -> Result<(), PublishError> {
         reason,
     };
     let parent = parent(dir);
+    // The directories this check creates, deepest first: removed again
+    // after the probe, so a check (or a dry run) leaves nothing behind.
+    let created: Vec<PathBuf> = parent
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(&parent)
         .map_err(|e| not(format!("cannot create {}: {e}", parent.display())))?;
     if dir.exists() {
@@ -127,6 +134,10 @@ pub fn check_writable(dir: &Path) -> Result<(), PublishError> {
         .and_then(|()| File::create(probe.join("probe")).map(drop))
         .map_err(|e| not(format!("{e} (in {})", parent.display())));
     let _ = std::fs::remove_dir_all(&probe);
+    for d in &created {
+        // Only empty directories go: another process may have used them.
+        let _ = std::fs::remove_dir(d);
+    }
     result
 }
 
@@ -269,6 +280,9 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 1, "no staging left: {left:?}");
         check_writable(&dir).expect("writable");
+        // A check creates no directory that stays (dry runs leave nothing).
+        check_writable(&root.join("x/y/out")).expect("writable");
+        assert!(!root.join("x").exists());
         let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -212,15 +212,8 @@ pub struct Results {
 
 /// CPUs this process may run on, in order.
 fn allowed_cpus() -> Vec<usize> {
-    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
-    let v: Vec<usize> = (0..nix::sched::CpuSet::count())
-        .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c).unwrap_or(false)))
-        .collect();
-    if v.is_empty() {
-        vec![0]
-    } else {
-        v
-    }
+    cobre_shm::topology::allowed_cpus()
+        .map_or_else(|| vec![0], |v| v.into_iter().map(|c| c as usize).collect())
 }
 
 /// UTC now as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -495,7 +488,8 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
     };
     let (h, t, o, j, iterations, passes) = p.mode.case();
     let study_ranks = cpus.max(2);
-    let numa_ranks = Topology::discover()
+    let numa_ranks = Topology::discover_allowed()
+        .0
         .nodes
         .iter()
         .filter(|n| !n.cpus.is_empty())
