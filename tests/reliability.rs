@@ -546,13 +546,17 @@ fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
     let o = Command::new("sh")
         .args([
             "-c",
-            r#"echo $$ > "$TASKS" && exec "$L" -p 2 -- sh -c "$WHERE""#,
+            r#"echo $$ > "$TASKS" || exit 97; exec "$L" -p 2 -- sh -c "$WHERE""#,
         ])
         .env("TASKS", cpuset.tasks())
         .env("L", launcher_bin())
         .env("WHERE", WHERE)
         .output()
         .expect("sh");
+    if o.status.code() == Some(97) {
+        println!("NOTICE: cannot join a cpuset here ({}); skipped", text(&o));
+        return;
+    }
     assert_eq!(where_lines(&o), ON_CPU_0);
 }
 
