@@ -130,14 +130,6 @@ impl BarrierShape {
         }
     }
 
-    /// [`Self::resolve`] on the CPUs this process may run on.
-    #[must_use]
-    pub fn resolve_here(self, size: usize) -> Self {
-        let cpus =
-            crate::topology::allowed_cpus().map_or_else(crate::topology::online_cpus, |c| c.len());
-        self.resolve(size, cpus)
-    }
-
     /// What a job of `size` ranks on a machine with `cpus` online CPUs
     /// does: [`Self::Flat`], [`Self::Tree`] or [`Self::Measure`] (the same
     /// answer on every rank of a node). One rank never measures.

@@ -168,6 +168,12 @@ enum Target {
     Reached,
 }
 
+/// How many epochs `e` is past `epoch` (negative: behind), across the
+/// wrap of the 32-bit counter.
+fn epochs_past(e: u32, epoch: u32) -> i32 {
+    e.wrapping_sub(epoch) as i32
+}
+
 impl Target {
     /// The position `scan` returns once every polled word is there.
     fn end(self, size: usize) -> usize {
@@ -416,7 +422,7 @@ impl Barrier {
     /// its signature), reading the peers' words only when the last bound
     /// seen is below it.
     fn await_floor(&self, ctl: &Control, floor: u32, op: &'static str) -> Result<(), BarrierError> {
-        let reached = |e: u32| (e.wrapping_sub(floor) as i32) >= 0;
+        let reached = |e: u32| epochs_past(e, floor) >= 0;
         if reached(self.floor_seen.load(Relaxed)) {
             return Ok(());
         }
@@ -427,7 +433,7 @@ impl Barrier {
         let lowest = (0..self.size)
             .filter(|&r| r != self.rank)
             .map(|r| unpack_arrival(ctl.arrival(r).load(Acquire)).0)
-            .min_by_key(|e| e.wrapping_sub(floor))
+            .min_by_key(|&e| epochs_past(e, floor))
             .unwrap_or(floor);
         self.floor_seen.store(lowest, Relaxed);
         Ok(())
@@ -468,7 +474,7 @@ impl Barrier {
             }
             return Ok(1);
         }
-        if (e.wrapping_sub(epoch) as i32) > 0 {
+        if epochs_past(e, epoch) > 0 {
             // Reused for a later broadcast before this rank arrived past
             // this one: cannot happen while roots wait for the ring.
             let publisher = ctl.eager_root(epoch).load(Relaxed) as usize;
@@ -540,7 +546,7 @@ impl Barrier {
     ) -> Result<usize, BarrierError> {
         let (lo, hi, check) = match target {
             Target::Release => {
-                let behind = (ctl.release().load(SeqCst).wrapping_sub(epoch) as i32) < 0;
+                let behind = epochs_past(ctl.release().load(SeqCst), epoch) < 0;
                 if behind {
                     self.check_no_eager(ctl, epoch, op)?;
                 }
@@ -554,7 +560,7 @@ impl Barrier {
         while r < hi {
             if r != self.rank {
                 let (e, s) = unpack_arrival(ctl.arrival(r).load(SeqCst));
-                let ahead = e.wrapping_sub(epoch) as i32;
+                let ahead = epochs_past(e, epoch);
                 if ahead < 0 {
                     return Ok(r);
                 }
@@ -709,7 +715,7 @@ impl Barrier {
             .filter(|&r| r != self.rank)
             .filter(|&r| {
                 let (e, _) = unpack_arrival(ctl.arrival(r).load(SeqCst));
-                (e.wrapping_sub(epoch) as i32) < 0
+                epochs_past(e, epoch) < 0
             })
             .collect()
     }

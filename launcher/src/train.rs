@@ -112,13 +112,15 @@ fn mpi_threads(threads_override: Option<usize>) -> usize {
 /// hold against this machine's memory and `/dev/shm`, and where its outputs
 /// go. `copies` is how many copies of the shared data the run keeps (1 under
 /// shm, one per rank with `--replicate` or MPI); `workers` the threads of
-/// the whole node; `staging` the bytes of the job's staging buffers.
+/// the whole node; `staging` the size of each of the job's two staging
+/// buffers, which live in `/dev/shm` beside the data, and a smaller one to
+/// take instead when the data does not fit beside the first (0: none).
 fn prepare(
     args: &TrainArgs,
     threads: usize,
     copies: usize,
     workers: usize,
-    staging: u64,
+    staging: (usize, Option<usize>),
 ) -> Result<Prepared, String> {
     let case = match &args.case {
         Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
@@ -154,7 +156,15 @@ fn prepare(
     opts.fault = args.inject_solver_fault;
     opts.checkpoint_every = (args.checkpoint_every > 0).then_some(args.checkpoint_every);
     let sizes = cobre_shm_sddp::engine::sizes(&case, &opts).map_err(|e| e.to_string())?;
-    crate::limits::check_memory(&sizes, copies, workers, opts.replicate, staging)?;
+    let fits = |bytes: usize| {
+        let both = (bytes as u64).saturating_mul(2);
+        crate::limits::check_memory(&sizes, copies, workers, opts.replicate, both)
+    };
+    let staging_bytes = match (fits(staging.0), staging.1) {
+        (Ok(()), _) => staging.0,
+        (Err(_), Some(smaller)) => fits(smaller).map(|()| smaller)?,
+        (Err(e), None) => return Err(e),
+    };
     let dir = args.output.clone().unwrap_or_else(|| {
         Path::new("output").join(cobre_shm_sddp::publish::safe_dir_name(&case.name))
     });
@@ -171,6 +181,7 @@ fn prepare(
         opts,
         dir,
         resume,
+        staging_bytes,
     })
 }
 
@@ -180,6 +191,8 @@ struct Prepared {
     opts: TrainOptions,
     dir: PathBuf,
     resume: Option<checkpoint::State>,
+    /// Size of each staging buffer the run was checked with.
+    staging_bytes: usize,
 }
 
 fn progress(row: &IterationRow, total: usize, tty: bool) {
@@ -370,24 +383,21 @@ fn prepare_with_staging(
     launch_opts: &mut LaunchOptions,
     v: Verbosity,
 ) -> Result<Prepared, String> {
-    let both = |bytes: usize| (bytes as u64).saturating_mul(2);
-    let first = prepare(args, 1, copies, workers, both(launch_opts.staging_bytes));
-    if first.is_ok()
-        || !launch_opts.staging_automatic
-        || launch_opts.staging_bytes <= DEFAULT_STAGING_BYTES
-    {
-        return first;
+    let chosen = launch_opts.staging_bytes;
+    let smaller = (launch_opts.staging_automatic && chosen > DEFAULT_STAGING_BYTES)
+        .then_some(DEFAULT_STAGING_BYTES);
+    let prepared = prepare(args, 1, copies, workers, (chosen, smaller))?;
+    if prepared.staging_bytes != chosen {
+        if !v.quiet {
+            crate::launch::line(&format!(
+                "cobre-shm: staging buffers of {} KiB instead of {} KiB, to leave /dev/shm to \
+                 the run's data",
+                prepared.staging_bytes >> 10,
+                chosen >> 10
+            ));
+        }
+        launch_opts.staging_bytes = prepared.staging_bytes;
     }
-    let prepared = prepare(args, 1, copies, workers, both(DEFAULT_STAGING_BYTES))?;
-    if !v.quiet {
-        crate::launch::line(&format!(
-            "cobre-shm: staging buffers of {} KiB instead of {} KiB, to leave /dev/shm to the \
-             run's data",
-            DEFAULT_STAGING_BYTES >> 10,
-            launch_opts.staging_bytes >> 10
-        ));
-    }
-    launch_opts.staging_bytes = DEFAULT_STAGING_BYTES;
     Ok(prepared)
 }
 
@@ -413,7 +423,7 @@ pub fn run(
         TrainBackend::Local => {
             let threads = threads_override.unwrap_or(cpus);
             crate::limits::check_threads(threads, cpus)?;
-            let prepared = prepare(args, threads, 1, threads, 0)?;
+            let prepared = prepare(args, threads, 1, threads, (0, None))?;
             if dry_run {
                 return Ok(0);
             }
@@ -429,7 +439,7 @@ pub fn run(
             let threads = mpi_threads(threads_override);
             crate::limits::check_threads(threads, cpus)?;
             if dry_run {
-                return prepare(args, threads, 1, threads, 0).map(|_| 0);
+                return prepare(args, threads, 1, threads, (0, None)).map(|_| 0);
             }
             // MPI first: a rank that fails before MPI_Init would leave the
             // others waiting in it; after it, MPI_Abort ends the whole job.
@@ -439,7 +449,7 @@ pub fn run(
                 )
             })?;
             crate::log::init(comm.rank(), v);
-            let prepared = prepare(args, threads, 1, threads, 0);
+            let prepared = prepare(args, threads, 1, threads, (0, None));
             // Every rank reaches this agreement (preparing is local), so a
             // failure anywhere ends the job through MPI_Finalize on every
             // rank, with each failing rank's reason printed, instead of an

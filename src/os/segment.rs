@@ -125,8 +125,14 @@ pub fn euid() -> u32 {
 /// live (`None` when `statvfs` fails).
 #[must_use]
 pub fn shm_free_bytes() -> Option<u64> {
-    let vfs = nix::sys::statvfs::statvfs(crate::cleanup::SHM_DIR).ok()?;
-    Some(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
+    nix::sys::statvfs::statvfs(crate::cleanup::SHM_DIR)
+        .ok()
+        .map(|vfs| available(&vfs))
+}
+
+/// Bytes an unprivileged user may still write on a filesystem.
+fn available(vfs: &nix::sys::statvfs::Statvfs) -> u64 {
+    vfs.blocks_available().saturating_mul(vfs.fragment_size())
 }
 
 impl Segment {
@@ -272,7 +278,7 @@ impl Segment {
         };
         let vfs =
             nix::sys::statvfs::fstatvfs(fd).map_err(|e| OsError::new("fstatvfs", &self.name, e))?;
-        Ok(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
+        Ok(available(&vfs))
     }
 
     /// Base address of the mapping, for `mbind` and `move_pages` only.

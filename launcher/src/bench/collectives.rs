@@ -360,12 +360,12 @@ pub fn shm_staged(exe: &Path, ranks: usize, sizes: &[u64], k: Kernel) -> Sweep {
     run(Backend::ShmStaged, ranks, cmd, k)
 }
 
-/// The barrier shapes to sweep besides `auto` at `ranks` on this machine:
+/// The barrier shapes to sweep besides `auto` at `ranks` on `cpus` CPUs:
 /// the one `auto` does not use, or both when `auto` measures them at
 /// start-up (so the report shows what the measurement chose between).
 #[must_use]
-pub fn other_barrier_shapes(ranks: usize) -> Vec<&'static str> {
-    match BarrierShape::Auto.resolve_here(ranks) {
+pub fn other_barrier_shapes(ranks: usize, cpus: usize) -> Vec<&'static str> {
+    match BarrierShape::Auto.resolve(ranks, cpus) {
         BarrierShape::Tree => vec!["flat"],
         BarrierShape::Measure => vec!["flat", "tree"],
         BarrierShape::Auto | BarrierShape::Flat => vec!["tree"],

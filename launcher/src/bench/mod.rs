@@ -439,7 +439,7 @@ fn sweep_runners<'a>(
         ),
     ];
     if r > 1 {
-        for shape in collectives::other_barrier_shapes(r) {
+        for shape in collectives::other_barrier_shapes(r, p.cpu_list.len()) {
             v.push((
                 format!("{shape} barrier"),
                 Box::new(move || collectives::shm_barrier(p.exe, shape, r, p.sizes, kernel)),
