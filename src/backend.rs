@@ -157,7 +157,9 @@ impl Communicator for ShmBackend {
         displs: &[usize],
     ) -> Result<(), CommError> {
         plain::check::<T>("allgatherv")?;
-        self.job.allgatherv(send, recv, counts, displs)
+        self.job.serial("allgatherv", || {
+            self.job.allgatherv(send, recv, counts, displs)
+        })
     }
 
     fn allreduce<T: CommData>(
@@ -167,17 +169,20 @@ impl Communicator for ShmBackend {
         op: ReduceOp,
     ) -> Result<(), CommError> {
         plain::check::<T>("allreduce")?;
-        self.job.allreduce(send, recv, op)
+        self.job
+            .serial("allreduce", || self.job.allreduce(send, recv, op))
     }
 
     fn broadcast<T: CommData>(&self, buf: &mut [T], root: usize) -> Result<(), CommError> {
         plain::check::<T>("broadcast")?;
-        self.job.broadcast(buf, root)
+        self.job
+            .serial("broadcast", || self.job.broadcast(buf, root))
     }
 
     fn barrier(&self) -> Result<(), CommError> {
+        let sig = Signature::new(OpKind::Barrier).finish();
         self.job
-            .barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+            .serial("barrier", || self.job.barrier(sig, "barrier"))
     }
 
     fn rank(&self) -> usize {
@@ -267,7 +272,8 @@ impl LocalCommunicator for ShmLocalComm {
     }
 
     fn barrier(&self) -> Result<(), CommError> {
+        let sig = Signature::new(OpKind::Barrier).finish();
         self.job
-            .barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+            .serial("barrier", || self.job.barrier(sig, "barrier"))
     }
 }

@@ -960,6 +960,61 @@ mod protocol_tests {
         });
     }
 
+    /// A second thread of one rank entering a collective while the first
+    /// waits inside one is refused before it touches anything shared; the
+    /// first completes, and the rank's next calls work.
+    #[test]
+    fn protocol_a_second_thread_inside_a_collective_is_refused() {
+        use std::sync::mpsc::channel;
+        let ctl = Control::in_memory(2, cobre_shm_layout::PAGE);
+        let jobs: Vec<Arc<Job>> = (0..2)
+            .map(|r| Arc::new(Job::in_memory(ctl.share(), r, 2, BarrierShape::Flat)))
+            .collect();
+        let barrier = |job: &Job| {
+            job.serial("barrier", || {
+                job.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+            })
+        };
+        let (inside_tx, inside_rx) = channel();
+        let (go_tx, go_rx) = channel::<()>();
+        let late = Arc::clone(&jobs[1]);
+        let rank1 = std::thread::spawn(move || {
+            go_rx.recv().expect("go");
+            barrier(&late).expect("rank 1's barrier");
+            barrier(&late).expect("rank 1's second barrier");
+        });
+        let first = Arc::clone(&jobs[0]);
+        let waiting = std::thread::spawn(move || {
+            first.serial("barrier", || {
+                inside_tx.send(()).expect("inside");
+                first.barrier(Signature::new(OpKind::Barrier).finish(), "barrier")
+            })
+        });
+        inside_rx.recv().expect("the first thread is inside");
+        // Without the refusal this call would enter the protocol beside the
+        // first one and wait for a rank 1 allreduce that never comes.
+        let (done_tx, done_rx) = channel();
+        let second = Arc::clone(&jobs[0]);
+        std::thread::spawn(move || {
+            let res = second.serial("allreduce", || {
+                second.allreduce(&[1.0f64], &mut [0.0], ReduceOp::Sum)
+            });
+            let _ = done_tx.send(res);
+        });
+        let err = done_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the second call returns at once")
+            .expect_err("the second thread's call is refused");
+        assert!(err.to_string().contains("must not overlap"), "{err}");
+        go_tx.send(()).expect("go");
+        waiting
+            .join()
+            .expect("first thread")
+            .expect("the first barrier completes");
+        barrier(&jobs[0]).expect("rank 0's next barrier");
+        rank1.join().expect("rank 1");
+    }
+
     /// Barriers, allgatherv of uneven blocks across several windows (a rank
     /// sending nothing every other round), allreduce and broadcast from a
     /// moving root, checked value by value on every rank.

@@ -2,8 +2,8 @@
 //! abort.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -46,6 +46,18 @@ pub(crate) struct Job {
     /// Broadcasts of at most this many bytes are eager (the same on every
     /// rank: it is part of the attach handshake's signature).
     pub(crate) eager_max: usize,
+    /// Whether a thread of this process is inside a collective (see
+    /// [`Job::serial`]).
+    inside: AtomicBool,
+}
+
+/// Clears [`Job::serial`]'s flag when the call ends.
+struct Inside<'a>(&'a AtomicBool);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
 }
 
 /// Rounds of [`Job::measure_barrier_shapes`]: each times one batch of
@@ -234,6 +246,7 @@ impl Job {
                 crate::topology::l2_cache_bytes()
             }),
             eager_max: cfg.eager_max(cpus),
+            inside: AtomicBool::new(false),
         }
     }
 
@@ -316,6 +329,40 @@ impl Job {
             &err.to_string(),
         );
         err
+    }
+
+    /// Run the collective call `op` (`call`), refused while another thread
+    /// of this process is inside one of this job's collectives.
+    /// cobre-comm requires callers to serialize collective calls; two at
+    /// once would interleave their steps of the shared protocol, write the
+    /// same staging bytes and take each other's data. The second call
+    /// fails at once without touching anything shared.
+    ///
+    /// # Errors
+    /// `CollectiveFailed` naming the rule and the fix, or `call`'s error.
+    pub(crate) fn serial<R>(
+        &self,
+        op: &'static str,
+        call: impl FnOnce() -> Result<R, CommError>,
+    ) -> Result<R, CommError> {
+        if self.inside.swap(true, Acquire) {
+            return Err(self.overlap(op));
+        }
+        // Cleared on return and on unwind alike.
+        let _inside = Inside(&self.inside);
+        call()
+    }
+
+    fn overlap(&self, op: &'static str) -> CommError {
+        crate::error::collective_failed(
+            op,
+            format!(
+                "another thread of rank {} is inside a collective call on this communicator; \
+                 collective calls must not overlap (cobre-comm's contract): make them from one \
+                 thread, or hold a Mutex around each call",
+                self.rank
+            ),
+        )
     }
 
     /// Barrier number `epoch + 1` with signature `sig`; `op` names the

@@ -209,6 +209,10 @@ fn populate_block<T: CommData>(seg: &Segment, lo: usize, hi: usize) -> Result<()
 /// Collective: create a region of `count` `T`s shared by every rank of `job`.
 pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion<T>, CommError> {
     plain::check::<T>(OP)?;
+    job.serial(OP, || create_checked(job, count))
+}
+
+fn create_checked<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion<T>, CommError> {
     let elem = size_of::<T>();
     let requested = count.saturating_mul(elem);
     let alloc_failed = |message: String| CommError::AllocationFailed {
@@ -414,14 +418,16 @@ impl<T: CommData> ShmRegion<T> {
             sig = sig.mix(c as u64);
         }
         let first: usize = counts[..rank].iter().sum();
-        // Peers may still read the region after the last full barrier if
-        // only eager broadcasts came since.
-        self.job.settle(OP)?;
-        if let (Some(seg), false) = (&self.seg, mine.is_empty()) {
-            let offset = REGION_DATA_OFFSET + (start + first) * size_of::<T>();
-            wire::put(seg, offset, mine);
-        }
-        self.job.barrier(sig.finish(), OP)
+        self.job.serial(OP, || {
+            // Peers may still read the region after the last full barrier
+            // if only eager broadcasts came since.
+            self.job.settle(OP)?;
+            if let (Some(seg), false) = (&self.seg, mine.is_empty()) {
+                let offset = REGION_DATA_OFFSET + (start + first) * size_of::<T>();
+                wire::put(seg, offset, mine);
+            }
+            self.job.barrier(sig.finish(), OP)
+        })
     }
 }
 
@@ -448,7 +454,7 @@ impl<T: CommData> SharedRegion<T> for ShmRegion<T> {
 
     fn fence(&self) -> Result<(), CommError> {
         let sig = Signature::new(OpKind::Fence).mix(self.id).finish();
-        self.job.barrier(sig, "fence")
+        self.job.serial("fence", || self.job.barrier(sig, "fence"))
     }
 }
 

@@ -143,12 +143,75 @@ fn rank_entry() {
             oversubscribed_sums(&c);
         }
         "oversubscribed" => oversubscribed_sums(&c),
+        "overlapping_calls" => {
+            overlapping_calls_are_refused(&c);
+            println!("RANK-{r}-DONE");
+        }
         "eager_bursts" => {
             eager_bursts(&c);
             println!("RANK-{r}-DONE");
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// A second thread's collective call while another thread of the same rank
+/// is inside one (a barrier that waits for the late rank 1) fails at once
+/// with an error that names the rule, for every entry point; the waiting
+/// call and the job go on unharmed.
+fn overlapping_calls_are_refused(c: &ShmBackend) {
+    use cobre_comm::{LocalCommunicator, SharedMemoryProvider, SharedRegion};
+    let r = c.rank();
+    let mut region = c.create_shared_region::<u64>(4).expect("region");
+    c.barrier().expect("barrier");
+    if r == 1 {
+        std::thread::sleep(Duration::from_millis(1500));
+        c.barrier()
+            .expect("the barrier rank 0's first thread waits in");
+    } else {
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| c.barrier());
+            // The first thread is inside its barrier well before rank 1 comes.
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!waiting.is_finished(), "rank 1 is not there yet");
+            let refused = [
+                ("allreduce", c.allreduce(&[1u64], &mut [0], ReduceOp::Sum)),
+                ("broadcast", c.broadcast(&mut [1u64], 0)),
+                (
+                    "allgatherv",
+                    c.allgatherv(&[1u64], &mut [0; 2], &[1, 1], &[0, 1]),
+                ),
+                ("barrier", c.barrier()),
+                ("barrier", c.local_comm().barrier()),
+                ("fence", region.fence()),
+                ("publish_blocks", region.publish_blocks(0, &[2, 2], &[7, 7])),
+                (
+                    "create_shared_region",
+                    c.create_shared_region::<u64>(4).map(drop),
+                ),
+            ];
+            for (op, res) in refused {
+                let err = res.expect_err("a second thread's call overlaps the first's");
+                println!("REFUSED {op}: {err}");
+                assert!(err.to_string().contains("must not overlap"), "{err}");
+                assert!(err.to_string().contains(&format!("'{op}'")), "{err}");
+            }
+            assert!(!waiting.is_finished(), "the refusals released nobody");
+            waiting
+                .join()
+                .expect("first thread")
+                .expect("the first thread's barrier completes");
+        });
+    }
+    // The job is intact: every entry point works again, values checked.
+    let mut sum = [0u64];
+    c.allreduce(&[r as u64 + 1], &mut sum, ReduceOp::Sum)
+        .expect("allreduce");
+    assert_eq!(sum[0], 3);
+    region
+        .publish_blocks(0, &[2, 2], &[10 * r as u64, 10 * r as u64 + 1])
+        .expect("publish_blocks");
+    assert_eq!(region.as_slice(), &[0, 1, 10, 11]);
 }
 
 /// 2000 allreduces of one value, each checked.
@@ -382,6 +445,14 @@ fn missing_rank_times_out_with_a_clear_error() {
 #[test]
 fn eager_broadcasts_run_ahead_on_eight_ranks_over_two_cores() {
     every_rank_is_done("eager", "eager_bursts", 8, Duration::from_secs(60));
+}
+
+/// Two threads of one rank inside collectives at once (which cobre-comm's
+/// contract forbids) would interleave their steps of the shared protocol
+/// and exchange each other's data; the second is refused instead.
+#[test]
+fn overlapping_collective_calls_of_one_rank_are_refused() {
+    every_rank_is_done("overlap", "overlapping_calls", 2, Duration::from_secs(30));
 }
 
 /// Run `case` on `ranks` ranks: every rank exits 0 having printed
