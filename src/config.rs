@@ -273,6 +273,36 @@ pub struct ShmConfig {
     pub eager_max_bytes: Option<usize>,
 }
 
+/// `InitializationFailed` of the shm backend with `msg`.
+fn invalid(msg: String) -> BackendError {
+    BackendError::InitializationFailed {
+        backend: "shm".to_string(),
+        source: msg.into(),
+    }
+}
+
+/// The non-negative integer in variable `key` (unset or empty: `None`).
+fn env_number(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+) -> Result<Option<u64>, BackendError> {
+    match get(key) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| invalid(format!("{key}='{v}' is not a non-negative integer"))),
+    }
+}
+
+/// `v` as a `usize`, `usize::MAX` when it does not fit (sizes that large
+/// are refused later with numbers).
+fn saturating_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 /// Parse a positive number of seconds up to [`MAX_SECS`].
 ///
 /// # Errors
@@ -341,96 +371,93 @@ impl ShmConfig {
                 missing_vars: missing,
             });
         }
-        let bad = |msg: String| BackendError::InitializationFailed {
-            backend: "shm".to_string(),
-            source: msg.into(),
-        };
-        let num = |key: &str| -> Result<Option<u64>, BackendError> {
-            match get(key) {
-                None => Ok(None),
-                Some(v) if v.is_empty() => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| bad(format!("{key}='{v}' is not a non-negative integer"))),
-            }
-        };
+        let num = |key: &str| env_number(&get, key);
         let name = get(ENV_NAME).unwrap_or_default();
-        validate_name(&name).map_err(bad)?;
-        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        let rank = num(ENV_RANK)?.map_or(0, to_usize);
-        let size = num(ENV_SIZE)?.map_or(0, to_usize);
+        validate_name(&name).map_err(invalid)?;
+        let rank = num(ENV_RANK)?.map_or(0, saturating_usize);
+        let size = num(ENV_SIZE)?.map_or(0, saturating_usize);
         if size == 0 {
-            return Err(bad(format!("{ENV_SIZE} must be at least 1")));
+            return Err(invalid(format!("{ENV_SIZE} must be at least 1")));
         }
         if rank >= size {
-            return Err(bad(format!(
+            return Err(invalid(format!(
                 "{ENV_RANK}={rank} is not below {ENV_SIZE}={size}"
             )));
         }
         let mut cfg = Self::new(name, rank, size);
+        cfg.read_waits(&get)?;
+        cfg.read_sizes(&get)?;
+        if let Some(p) = get(ENV_MEMPOLICY).filter(|v| !v.is_empty()) {
+            cfg.mempolicy =
+                MemPolicy::parse(p.trim()).map_err(|e| invalid(format!("{ENV_MEMPOLICY}: {e}")))?;
+        }
+        if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
+            cfg.barrier = BarrierShape::parse(v.trim())
+                .map_err(|e| invalid(format!("{ENV_BARRIER}: {e}")))?;
+        }
+        Ok(cfg)
+    }
+
+    /// The time limits, wait policy and creator of [`Self::from_lookup`].
+    fn read_waits(&mut self, get: &impl Fn(&str) -> Option<String>) -> Result<(), BackendError> {
         let secs = |key: &str| -> Result<Option<Duration>, BackendError> {
             match get(key).filter(|v| !v.is_empty()) {
                 None => Ok(None),
-                Some(v) => parse_secs(key, &v).map(Some).map_err(bad),
+                Some(v) => parse_secs(key, &v).map(Some).map_err(invalid),
             }
         };
-        cfg.timeout = secs(ENV_TIMEOUT)?;
+        self.timeout = secs(ENV_TIMEOUT)?;
         if let Some(t) = secs(ENV_ATTACH_TIMEOUT)? {
-            cfg.attach_timeout = t;
+            self.attach_timeout = t;
         }
         if let Some(t) = secs(ENV_STOPPED)? {
-            cfg.stopped_grace = t;
+            self.stopped_grace = t;
         }
-        if let Some(pid) = num(ENV_CREATOR_PID)? {
-            cfg.creator_pid = Some(
+        if let Some(pid) = env_number(get, ENV_CREATOR_PID)? {
+            self.creator_pid = Some(
                 u32::try_from(pid)
-                    .map_err(|_| bad(format!("{ENV_CREATOR_PID}={pid} is not a pid")))?,
+                    .map_err(|_| invalid(format!("{ENV_CREATOR_PID}={pid} is not a pid")))?,
             );
         }
-        if let Some(b) = num(ENV_STAGING)? {
-            let b = to_usize(b);
+        self.spin = env_number(get, ENV_SPIN_US)?.map(Duration::from_micros);
+        self.yield_for = env_number(get, ENV_YIELD_US)?.map(Duration::from_micros);
+        if let Some(n) = env_number(get, ENV_JOB_CPUS)? {
+            if n == 0 {
+                return Err(invalid(format!("{ENV_JOB_CPUS}=0: give at least 1 CPU")));
+            }
+            self.job_cpus = Some(saturating_usize(n));
+        }
+        Ok(())
+    }
+
+    /// The byte sizes and thresholds of [`Self::from_lookup`].
+    fn read_sizes(&mut self, get: &impl Fn(&str) -> Option<String>) -> Result<(), BackendError> {
+        let bytes = |key: &str| env_number(get, key).map(|v| v.map(saturating_usize));
+        if let Some(b) = bytes(ENV_STAGING)? {
             if b < MIN_STAGING_BYTES || b % PAGE != 0 {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "{ENV_STAGING}={b} must be a multiple of {PAGE} and at least {MIN_STAGING_BYTES}"
                 )));
             }
-            cfg.staging_bytes = Some(b);
+            self.staging_bytes = Some(b);
         }
-        if let Some(n) = num(ENV_JOB_CPUS)? {
-            if n == 0 {
-                return Err(bad(format!("{ENV_JOB_CPUS}=0: give at least 1 CPU")));
-            }
-            cfg.job_cpus = Some(to_usize(n));
+        if let Some(b) = bytes(ENV_CMA_MIN)? {
+            self.cma_min_bytes = b;
         }
-        if let Some(p) = get(ENV_MEMPOLICY).filter(|v| !v.is_empty()) {
-            cfg.mempolicy =
-                MemPolicy::parse(p.trim()).map_err(|e| bad(format!("{ENV_MEMPOLICY}: {e}")))?;
+        if let Some(b) = bytes(ENV_STREAM_MIN)? {
+            self.stream_min_bytes = b;
         }
-        cfg.spin = num(ENV_SPIN_US)?.map(Duration::from_micros);
-        cfg.yield_for = num(ENV_YIELD_US)?.map(Duration::from_micros);
-        if let Some(b) = num(ENV_CMA_MIN)? {
-            cfg.cma_min_bytes = to_usize(b);
-        }
-        if let Some(b) = num(ENV_STREAM_MIN)? {
-            cfg.stream_min_bytes = to_usize(b);
-        }
-        cfg.stream_max_bytes = num(ENV_STREAM_MAX)?.map(to_usize);
-        if let Some(b) = num(ENV_EAGER_MAX)? {
-            if b > EAGER_BYTES as u64 {
-                return Err(bad(format!(
+        self.stream_max_bytes = bytes(ENV_STREAM_MAX)?;
+        if let Some(b) = bytes(ENV_EAGER_MAX)? {
+            if b > EAGER_BYTES {
+                return Err(invalid(format!(
                     "{ENV_EAGER_MAX}={b} is above the {EAGER_BYTES}-byte ring slot: give at most \
                      {EAGER_BYTES}, or 0 to turn eager broadcasts off"
                 )));
             }
-            cfg.eager_max_bytes = Some(to_usize(b));
+            self.eager_max_bytes = Some(b);
         }
-        if let Some(v) = get(ENV_BARRIER).filter(|v| !v.is_empty()) {
-            cfg.barrier =
-                BarrierShape::parse(v.trim()).map_err(|e| bad(format!("{ENV_BARRIER}: {e}")))?;
-        }
-        Ok(cfg)
+        Ok(())
     }
 
     /// Sizes of the broadcast staging writes made with non-temporal stores, given

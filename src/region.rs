@@ -206,6 +206,30 @@ fn populate_block<T: CommData>(seg: &Segment, lo: usize, hi: usize) -> Result<()
     Ok(())
 }
 
+/// Rank 0's part of [`create`]: a segment named `prefix` followed by fresh
+/// random bits. Returns the words rank 0 sends (status, random bits), the
+/// mapping when creating it worked, and the name when one was linked.
+fn create_named(
+    job: &Job,
+    prefix: &str,
+    total: usize,
+    info: &RegionInfo,
+) -> ([u64; 2], Option<Segment>, Option<String>) {
+    match crate::random::words::<1>() {
+        Ok([token]) => {
+            let name = format!("{prefix}{token:016x}");
+            match create_segment(job, &name, total, info) {
+                Ok(s) => ([0, token], Some(s), Some(name)),
+                Err(st) => ([st, token], None, Some(name)),
+            }
+        }
+        Err(e) => {
+            let errno = e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
+            ([status(Fail::Os, errno), 0], None, None)
+        }
+    }
+}
+
 /// Collective: create a region of `count` `T`s shared by every rank of `job`.
 pub(crate) fn create<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion<T>, CommError> {
     plain::check::<T>(OP)?;
@@ -262,28 +286,11 @@ fn create_checked<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion
     // predict, so cannot squat, the name) and tells the others in the first
     // exchange, together with how creating it went.
     let prefix = format!("{}.r{id}.", job.control.name());
-    let mut mine = [0u64; 2];
-    let mut seg = None;
-    let mut created = None;
-    if job.rank == 0 {
-        match crate::random::words::<1>() {
-            Ok([token]) => {
-                let name = format!("{prefix}{token:016x}");
-                match create_segment(job, &name, total, &info) {
-                    Ok(s) => seg = Some(s),
-                    Err(st) => mine[0] = st,
-                }
-                mine[1] = token;
-                created = Some(name);
-            }
-            Err(e) => {
-                mine[0] = status(
-                    Fail::Os,
-                    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
-                );
-            }
-        }
-    }
+    let (mine, mut seg, created) = if job.rank == 0 {
+        create_named(job, &prefix, total, &info)
+    } else {
+        ([0; 2], None, None)
+    };
     let unlink = created.as_deref().map(|name| UnlinkOnDrop { job, name });
     // If rank 0 died after creating the name, a survivor removes it.
     let unlink_if_creator_died = |e| {

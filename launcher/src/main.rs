@@ -194,39 +194,8 @@ fn topology_for(dry_run: bool) -> Result<(Topology, Option<String>), String> {
 
 fn run(cli: &Cli) -> Result<i32, String> {
     match &cli.command {
-        Some(Command::Topology) => {
-            let (topo, note) = topology_for(true)?;
-            print!("{}", topo.render());
-            if let Some(n) = note {
-                println!("{n}");
-            }
-            return Ok(0);
-        }
-        Some(Command::Clean { list }) => {
-            let found = cleanup::scan("");
-            if found.is_empty() {
-                println!("no cobre-shm segments of this user in {}", cleanup::SHM_DIR);
-                return Ok(0);
-            }
-            for s in &found {
-                let state = if s.alive {
-                    "in use (creator alive): kept"
-                } else if *list {
-                    "stale: would remove"
-                } else {
-                    "stale: removed"
-                };
-                println!(
-                    "{:<48} {:>12} bytes  creator pid {:<8} {state}",
-                    s.name, s.bytes, s.creator_pid
-                );
-            }
-            if !list {
-                let removed = cleanup::remove_dead("");
-                println!("removed {} segment(s)", removed.len());
-            }
-            return Ok(0);
-        }
+        Some(Command::Topology) => show_topology(),
+        Some(Command::Clean { list }) => clean(*list),
         Some(Command::Generate {
             hydros,
             stages,
@@ -234,48 +203,16 @@ fn run(cli: &Cli) -> Result<i32, String> {
             thermals,
             seed,
             output,
-        }) => {
-            if [*hydros, *stages, *openings].contains(&0) {
-                return Err("--hydros, --stages and --openings must be at least 1".into());
-            }
-            if *stages > cobre_shm_sddp::case::MAX_STAGES {
-                return Err(format!(
-                    "--stages {stages} is more than the {} stages a case may have",
-                    cobre_shm_sddp::case::MAX_STAGES
-                ));
-            }
-            // The file holds a mean and a deviation per (stage, hydro); the
-            // tree openings × stages × hydros inflows.
-            const MAX_VALUES: usize = 1 << 26;
-            let table = stages.checked_mul(*hydros);
-            let tree = table.and_then(|v| v.checked_mul(*openings));
-            if *thermals > MAX_VALUES
-                || table.is_none_or(|v| v > MAX_VALUES)
-                || tree.is_none_or(|v| v > cobre_shm_sddp::case::MAX_TREE_VALUES)
-            {
-                return Err(format!(
-                    "--hydros {hydros} --stages {stages} --openings {openings} --thermals \
-                     {thermals} is too large to generate (at most {MAX_VALUES} stage x hydro \
-                     values and {} inflows in the opening tree)",
-                    cobre_shm_sddp::case::MAX_TREE_VALUES
-                ));
-            }
-            let spec = cobre_shm_sddp::generate::GenerateSpec {
+        }) => generate(
+            &cobre_shm_sddp::generate::GenerateSpec {
                 hydros: *hydros,
                 stages: *stages,
                 openings: *openings,
                 thermals: *thermals,
                 seed: *seed,
-            };
-            let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(&spec))
-                .map_err(|e| format!("cannot serialise the case: {e}"))?;
-            match output {
-                Some(path) => std::fs::write(path, text + "\n")
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-                None => println!("{text}"),
-            }
-            return Ok(0);
-        }
+            },
+            output.as_deref(),
+        ),
         Some(Command::GenerateCobreCase {
             dir,
             hydros,
@@ -296,7 +233,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
                 seed: *seed,
             };
             cobre_shm_run::example::write_case(dir, &spec).map_err(|e| e.to_string())?;
-            return Ok(0);
+            Ok(0)
         }
         Some(Command::Bench(args)) => {
             if cli.ranks.is_some() || cli.threads.is_some() {
@@ -306,27 +243,99 @@ fn run(cli: &Cli) -> Result<i32, String> {
                         .into(),
                 );
             }
-            return bench::run(args, cli.quiet);
+            bench::run(args, cli.quiet)
         }
-        Some(Command::BenchRank { sizes }) => {
-            return bench::rank_main(sizes, bench::Kernel::from_env());
-        }
-        Some(Command::Train(_) | Command::Run(_)) | None => {}
+        Some(Command::BenchRank { sizes }) => bench::rank_main(sizes, bench::Kernel::from_env()),
+        Some(Command::Train(_) | Command::Run(_)) | None => run_job(cli),
     }
+}
+
+/// `cobre-shm topology`.
+fn show_topology() -> Result<i32, String> {
+    let (topo, note) = topology_for(true)?;
+    print!("{}", topo.render());
+    if let Some(n) = note {
+        println!("{n}");
+    }
+    Ok(0)
+}
+
+/// `cobre-shm clean [--list]`.
+fn clean(list: bool) -> Result<i32, String> {
+    let found = cleanup::scan("");
+    if found.is_empty() {
+        println!("no cobre-shm segments of this user in {}", cleanup::SHM_DIR);
+        return Ok(0);
+    }
+    for s in &found {
+        let state = if s.alive {
+            "in use (creator alive): kept"
+        } else if list {
+            "stale: would remove"
+        } else {
+            "stale: removed"
+        };
+        println!(
+            "{:<48} {:>12} bytes  creator pid {:<8} {state}",
+            s.name, s.bytes, s.creator_pid
+        );
+    }
+    if !list {
+        let removed = cleanup::remove_dead("");
+        println!("removed {} segment(s)", removed.len());
+    }
+    Ok(0)
+}
+
+/// `cobre-shm generate`: a synthetic case of bounded size, to a file or
+/// standard output.
+fn generate(
+    spec: &cobre_shm_sddp::generate::GenerateSpec,
+    output: Option<&std::path::Path>,
+) -> Result<i32, String> {
+    let (hydros, stages, openings, thermals) =
+        (spec.hydros, spec.stages, spec.openings, spec.thermals);
+    if [hydros, stages, openings].contains(&0) {
+        return Err("--hydros, --stages and --openings must be at least 1".into());
+    }
+    if stages > cobre_shm_sddp::case::MAX_STAGES {
+        return Err(format!(
+            "--stages {stages} is more than the {} stages a case may have",
+            cobre_shm_sddp::case::MAX_STAGES
+        ));
+    }
+    // The file holds a mean and a deviation per (stage, hydro); the
+    // tree openings × stages × hydros inflows.
+    const MAX_VALUES: usize = 1 << 26;
+    let table = stages.checked_mul(hydros);
+    let tree = table.and_then(|v| v.checked_mul(openings));
+    if thermals > MAX_VALUES
+        || table.is_none_or(|v| v > MAX_VALUES)
+        || tree.is_none_or(|v| v > cobre_shm_sddp::case::MAX_TREE_VALUES)
+    {
+        return Err(format!(
+            "--hydros {hydros} --stages {stages} --openings {openings} --thermals \
+             {thermals} is too large to generate (at most {MAX_VALUES} stage x hydro \
+             values and {} inflows in the opening tree)",
+            cobre_shm_sddp::case::MAX_TREE_VALUES
+        ));
+    }
+    let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(spec))
+        .map_err(|e| format!("cannot serialise the case: {e}"))?;
+    match output {
+        Some(path) => std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(0)
+}
+
+/// Plan the job (`-p`, `--bind`, `--threads`, `--mempolicy` checked
+/// against the machine) and start it: a program after `--`, `train` or
+/// `run`, or only print the plan with `--dry-run`.
+fn run_job(cli: &Cli) -> Result<i32, String> {
     let (topo, topo_note) = topology_for(cli.dry_run)?;
-    if let MemPolicy::Node(k) = cli.mempolicy {
-        if !topo
-            .nodes
-            .iter()
-            .any(|n| n.id == k && n.memory_bytes != Some(0))
-        {
-            let ids: Vec<String> = topo.nodes.iter().map(|n| n.id.to_string()).collect();
-            return Err(format!(
-                "--mempolicy node:{k}: no such NUMA node with memory (nodes: {})",
-                ids.join(", ")
-            ));
-        }
-    }
+    check_mempolicy(&topo, cli.mempolicy)?;
     let cpus = topo.cpu_count().max(1);
     if let Some(n) = cli.ranks {
         let limit = cobre_shm_layout::MAX_RANKS.min(limits::THREADS_PER_CPU.saturating_mul(cpus));
@@ -372,28 +381,47 @@ fn run(cli: &Cli) -> Result<i32, String> {
         if !cli.program.is_empty() {
             println!("program: {}", cli.program.join(" "));
         }
-        if let Some(Command::Train(args)) = &cli.command {
-            train::run(args, &plan, &opts, cli.threads, verbosity, true)?;
-            println!("case and sizes: ok");
+    }
+    let dry = cli.dry_run;
+    match &cli.command {
+        Some(Command::Train(args)) => {
+            let code = train::run(args, &plan, &opts, cli.threads, verbosity, dry)?;
+            if dry {
+                println!("case and sizes: ok");
+            }
+            Ok(code)
         }
-        if let Some(Command::Run(args)) = &cli.command {
-            run::run(args, &plan, &opts, verbosity, true)?;
-            println!("case directory: ok");
+        Some(Command::Run(args)) => {
+            let code = run::run(args, &plan, &opts, verbosity, dry)?;
+            if dry {
+                println!("case directory: ok");
+            }
+            Ok(code)
         }
-        return Ok(0);
-    }
-    if let Some(Command::Train(args)) = &cli.command {
-        return train::run(args, &plan, &opts, cli.threads, verbosity, false);
-    }
-    if let Some(Command::Run(args)) = &cli.command {
-        return run::run(args, &plan, &opts, verbosity, false);
-    }
-    if cli.program.is_empty() {
-        return Err(
+        _ if dry => Ok(0),
+        _ if cli.program.is_empty() => Err(
             "nothing to run: give a program after `--`, or a subcommand (see --help)".to_string(),
-        );
+        ),
+        _ => launch(&plan, &Program::Exec(&cli.program), &opts),
     }
-    launch(&plan, &Program::Exec(&cli.program), &opts)
+}
+
+/// `--mempolicy node:K` names a node that has memory.
+fn check_mempolicy(topo: &Topology, policy: MemPolicy) -> Result<(), String> {
+    if let MemPolicy::Node(k) = policy {
+        if !topo
+            .nodes
+            .iter()
+            .any(|n| n.id == k && n.memory_bytes != Some(0))
+        {
+            let ids: Vec<String> = topo.nodes.iter().map(|n| n.id.to_string()).collect();
+            return Err(format!(
+                "--mempolicy node:{k}: no such NUMA node with memory (nodes: {})",
+                ids.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `COBRE_SHM_*` settings every rank will read, checked once here so a

@@ -435,83 +435,100 @@ pub fn run(
                 v,
             ))
         }
-        TrainBackend::Mpi => {
-            let threads = mpi_threads(threads_override);
-            crate::limits::check_threads(threads, cpus)?;
-            if dry_run {
-                return prepare(args, threads, 1, threads, (0, None)).map(|_| 0);
-            }
-            // MPI first: a rank that fails before MPI_Init would leave the
-            // others waiting in it; after it, MPI_Abort ends the whole job.
-            let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
-                format!(
-                    "{e}. Build with `cargo build --release --features mpi` and run under mpiexec"
-                )
-            })?;
-            crate::log::init(comm.rank(), v);
-            let prepared = prepare(args, threads, 1, threads, (0, None));
-            // Every rank reaches this agreement (preparing is local), so a
-            // failure anywhere ends the job through MPI_Finalize on every
-            // rank, with each failing rank's reason printed, instead of an
-            // MPI_Abort that can cut off the launcher's output forwarding.
-            let failed = u32::from(prepared.is_err());
-            let mut any_failed = [0u32];
-            if let Err(e) = cobre_comm::Communicator::allreduce(
-                &comm,
-                &[failed],
-                &mut any_failed,
-                cobre_comm::ReduceOp::Max,
-            ) {
-                crate::launch::line(&format!(
-                    "cobre-shm: rank {}: cannot agree on the case with the other ranks: {e}",
-                    comm.rank()
-                ));
-                cobre_comm::Communicator::abort(&comm, 2)
-            }
-            let prepared = match prepared {
-                Ok(p) if any_failed[0] == 0 => p,
-                Ok(_) => {
-                    crate::launch::line(&format!(
-                        "cobre-shm: rank {}: stopping: another rank could not prepare the case",
-                        comm.rank()
-                    ));
-                    drop(comm);
-                    return Ok(2);
-                }
-                Err(msg) => {
-                    crate::launch::line(&format!("cobre-shm: rank {}: {msg}", comm.rank()));
-                    drop(comm);
-                    return Ok(2);
-                }
-            };
-            let code = run_rank(&comm, &prepared, prepared.opts.threads, v);
-            // Finalise MPI (dropping the communicator) before exiting.
-            drop(comm);
-            Ok(code)
-        }
+        TrainBackend::Mpi => train_on_mpi(args, threads_override, cpus, v, dry_run),
         TrainBackend::Shm | TrainBackend::Auto => {
-            let workers: usize = plan.ranks.iter().map(|r| r.threads).sum();
-            let copies = if args.replicate { plan.ranks.len() } else { 1 };
-            let mut launch_opts = launch_opts.clone();
-            let prepared = prepare_with_staging(args, copies, workers, &mut launch_opts, v)?;
-            if dry_run {
-                return Ok(0);
-            }
-            let body = move |ctx: &RankContext| -> i32 {
-                crate::log::init(ctx.placement.rank, v);
-                let comm = match ShmBackend::attach(&ctx.config) {
-                    Ok(c) => Comm::Shm(c),
-                    Err(e) => {
-                        crate::launch::line(&format!(
-                            "cobre-shm: rank {}: {e}",
-                            ctx.placement.rank
-                        ));
-                        return 1;
-                    }
-                };
-                run_rank(&comm, &prepared, ctx.placement.threads, v)
-            };
-            launch(plan, &Program::Run(&body), &launch_opts)
+            train_on_shm(args, plan, launch_opts.clone(), v, dry_run)
         }
     }
+}
+
+/// `train` as one rank of an MPI job (`--backend mpi` or under `mpiexec`):
+/// every rank prepares the case, and the ranks agree that all could before
+/// training.
+fn train_on_mpi(
+    args: &TrainArgs,
+    threads_override: Option<usize>,
+    cpus: usize,
+    v: Verbosity,
+    dry_run: bool,
+) -> Result<i32, String> {
+    let threads = mpi_threads(threads_override);
+    crate::limits::check_threads(threads, cpus)?;
+    if dry_run {
+        return prepare(args, threads, 1, threads, (0, None)).map(|_| 0);
+    }
+    // MPI first: a rank that fails before MPI_Init would leave the
+    // others waiting in it; after it, MPI_Abort ends the whole job.
+    let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
+        format!("{e}. Build with `cargo build --release --features mpi` and run under mpiexec")
+    })?;
+    crate::log::init(comm.rank(), v);
+    let prepared = prepare(args, threads, 1, threads, (0, None));
+    // Every rank reaches this agreement (preparing is local), so a
+    // failure anywhere ends the job through MPI_Finalize on every
+    // rank, with each failing rank's reason printed, instead of an
+    // MPI_Abort that can cut off the launcher's output forwarding.
+    let failed = u32::from(prepared.is_err());
+    let mut any_failed = [0u32];
+    if let Err(e) = cobre_comm::Communicator::allreduce(
+        &comm,
+        &[failed],
+        &mut any_failed,
+        cobre_comm::ReduceOp::Max,
+    ) {
+        crate::launch::line(&format!(
+            "cobre-shm: rank {}: cannot agree on the case with the other ranks: {e}",
+            comm.rank()
+        ));
+        cobre_comm::Communicator::abort(&comm, 2)
+    }
+    let prepared = match prepared {
+        Ok(p) if any_failed[0] == 0 => p,
+        Ok(_) => {
+            crate::launch::line(&format!(
+                "cobre-shm: rank {}: stopping: another rank could not prepare the case",
+                comm.rank()
+            ));
+            drop(comm);
+            return Ok(2);
+        }
+        Err(msg) => {
+            crate::launch::line(&format!("cobre-shm: rank {}: {msg}", comm.rank()));
+            drop(comm);
+            return Ok(2);
+        }
+    };
+    let code = run_rank(&comm, &prepared, prepared.opts.threads, v);
+    // Finalise MPI (dropping the communicator) before exiting.
+    drop(comm);
+    Ok(code)
+}
+
+/// `train` on shm ranks started by this launcher, with the case prepared
+/// (and its `/dev/shm` needs checked) once, before any rank starts.
+fn train_on_shm(
+    args: &TrainArgs,
+    plan: &Plan,
+    mut launch_opts: LaunchOptions,
+    v: Verbosity,
+    dry_run: bool,
+) -> Result<i32, String> {
+    let workers: usize = plan.ranks.iter().map(|r| r.threads).sum();
+    let copies = if args.replicate { plan.ranks.len() } else { 1 };
+    let prepared = prepare_with_staging(args, copies, workers, &mut launch_opts, v)?;
+    if dry_run {
+        return Ok(0);
+    }
+    let body = move |ctx: &RankContext| -> i32 {
+        crate::log::init(ctx.placement.rank, v);
+        let comm = match ShmBackend::attach(&ctx.config) {
+            Ok(c) => Comm::Shm(c),
+            Err(e) => {
+                crate::launch::line(&format!("cobre-shm: rank {}: {e}", ctx.placement.rank));
+                return 1;
+            }
+        };
+        run_rank(&comm, &prepared, ctx.placement.threads, v)
+    };
+    launch(plan, &Program::Run(&body), &launch_opts)
 }

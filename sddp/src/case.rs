@@ -341,6 +341,237 @@ impl Checker<'_> {
         }
         Ok(list)
     }
+
+    /// The hydro plants: unique non-empty names, volumes in order, known
+    /// downstream plants other than the plant itself.
+    fn hydros(&self, files: &[HydroFile]) -> Result<Vec<Hydro>, CaseError> {
+        if files.is_empty() {
+            return self.fail("hydros", "at least one hydro plant is needed");
+        }
+        let names: Vec<&str> = files.iter().map(|h| h.name.as_str()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return self.fail(format!("hydros[{i}].name"), "must not be empty");
+            }
+            if names[..i].contains(name) {
+                return self.fail(
+                    format!("hydros[{i}].name"),
+                    format!("'{name}' is used by two hydros"),
+                );
+            }
+        }
+        let mut hydros = Vec::with_capacity(files.len());
+        for (i, h) in files.iter().enumerate() {
+            let p = |k: &str| format!("hydros[{i}].{k}");
+            let min = self.non_negative(&p("min_volume"), h.min_volume)?;
+            let max = self.non_negative(&p("max_volume"), h.max_volume)?;
+            if max < min {
+                return self.fail(p("max_volume"), format!("{max} is below min_volume {min}"));
+            }
+            let init = self.finite(&p("initial_volume"), h.initial_volume)?;
+            if init < min || init > max {
+                return self.fail(
+                    p("initial_volume"),
+                    format!("{init} is outside [{min}, {max}]"),
+                );
+            }
+            let downstream = match &h.downstream {
+                None => None,
+                Some(d) => match names.iter().position(|n| n == d) {
+                    Some(j) if j == i => {
+                        return self.fail(p("downstream"), format!("'{d}' is the plant itself"))
+                    }
+                    Some(j) => Some(j),
+                    None => {
+                        return self.fail(
+                            p("downstream"),
+                            format!("unknown hydro '{d}' (hydros are: {})", names.join(", ")),
+                        )
+                    }
+                },
+            };
+            hydros.push(Hydro {
+                name: h.name.clone(),
+                min_volume: min,
+                max_volume: max,
+                initial_volume: init,
+                max_turbined: self.limit(&p("max_turbined"), h.max_turbined)?,
+                productivity: self.non_negative(&p("productivity"), h.productivity)?,
+                downstream,
+                spill_allowed: h.spill_allowed,
+                spill_cost: self.non_negative(&p("spill_cost"), h.spill_cost)?,
+            });
+        }
+        Ok(hydros)
+    }
+
+    /// No plant's water flows back to it through its downstream chain.
+    fn no_cascade_cycle(&self, hydros: &[Hydro]) -> Result<(), CaseError> {
+        for start in 0..hydros.len() {
+            let mut seen = vec![start];
+            let mut at = start;
+            while let Some(d) = hydros[at].downstream {
+                if d == start {
+                    let path: Vec<&str> = seen
+                        .iter()
+                        .chain([&start])
+                        .map(|&i| hydros[i].name.as_str())
+                        .collect();
+                    return self.fail("hydros", format!("cascade cycle {}", path.join(" -> ")));
+                }
+                if seen.contains(&d) {
+                    break;
+                }
+                seen.push(d);
+                at = d;
+            }
+        }
+        Ok(())
+    }
+
+    /// Explicit openings: one list per stage, inflows for every hydro,
+    /// probabilities that sum to 1.
+    fn explicit_openings(
+        &self,
+        stages: &[StageFile],
+        t_count: usize,
+        nh: usize,
+    ) -> Result<Uncertainty, CaseError> {
+        if stages.len() != t_count {
+            return self.fail(
+                "inflows",
+                format!("{} entries for {t_count} stages", stages.len()),
+            );
+        }
+        let mut probabilities = Vec::with_capacity(t_count);
+        let mut inflows = Vec::with_capacity(t_count);
+        for (t, st) in stages.iter().enumerate() {
+            if st.openings.is_empty() {
+                return self.fail(
+                    format!("inflows[{t}].openings"),
+                    "at least one opening is needed",
+                );
+            }
+            let mut p_sum = 0.0;
+            let mut ps = Vec::new();
+            let mut flows = Vec::new();
+            for (k, o) in st.openings.iter().enumerate() {
+                let p = format!("inflows[{t}].openings[{k}]");
+                let pr = self.non_negative(&format!("{p}.probability"), o.probability)?;
+                p_sum += pr;
+                if o.inflows.len() != nh {
+                    return self.fail(
+                        format!("{p}.inflows"),
+                        format!("{} values for {nh} hydros", o.inflows.len()),
+                    );
+                }
+                for (h, a) in o.inflows.iter().enumerate() {
+                    self.non_negative(&format!("{p}.inflows[{h}]"), *a)?;
+                }
+                ps.push(pr);
+                flows.push(o.inflows.clone());
+            }
+            if (p_sum - 1.0).abs() > 1e-9 {
+                let shown = (p_sum * 1e12).round() / 1e12;
+                return self.fail(
+                    format!("inflows[{t}].openings"),
+                    format!("probabilities sum to {shown}, not 1"),
+                );
+            }
+            probabilities.push(ps);
+            inflows.push(flows);
+        }
+        Ok(Uncertainty::Explicit {
+            probabilities,
+            inflows,
+        })
+    }
+
+    /// A lognormal inflow model: a mean and a deviation per stage and hydro,
+    /// and an opening tree of bounded size.
+    fn lognormal_model(
+        &self,
+        m: InflowModelFile,
+        t_count: usize,
+        nh: usize,
+    ) -> Result<Uncertainty, CaseError> {
+        if m.kind != "lognormal" {
+            return self.fail(
+                "inflow_model.kind",
+                format!("'{}' is not supported (only \"lognormal\")", m.kind),
+            );
+        }
+        if m.openings == 0 {
+            return self.fail("inflow_model.openings", "must be at least 1");
+        }
+        let values = m
+            .openings
+            .checked_mul(t_count)
+            .and_then(|v| v.checked_mul(nh))
+            .filter(|&v| v <= MAX_TREE_VALUES);
+        if values.is_none() {
+            return self.fail(
+                "inflow_model.openings",
+                format!(
+                    "{} openings x {t_count} stages x {nh} hydros is more than the {} \
+                     inflows an opening tree may hold; use fewer openings",
+                    m.openings, MAX_TREE_VALUES
+                ),
+            );
+        }
+        for (key, table) in [("mean", &m.mean), ("std", &m.std)] {
+            if table.len() != t_count {
+                return self.fail(
+                    format!("inflow_model.{key}"),
+                    format!("{} rows for {t_count} stages", table.len()),
+                );
+            }
+            for (t, row) in table.iter().enumerate() {
+                if row.len() != nh {
+                    return self.fail(
+                        format!("inflow_model.{key}[{t}]"),
+                        format!("{} values for {nh} hydros", row.len()),
+                    );
+                }
+                for (h, v) in row.iter().enumerate() {
+                    self.non_negative(&format!("inflow_model.{key}[{t}][{h}]"), *v)?;
+                }
+            }
+        }
+        Ok(Uncertainty::Lognormal {
+            mean: m.mean,
+            std: m.std,
+            openings: m.openings,
+            seed: m.seed,
+        })
+    }
+
+    /// The case's training defaults: positive counts and limits.
+    fn training(&self, training: TrainingFile) -> Result<TrainingFile, CaseError> {
+        if let Some(0) = training.forward_passes {
+            return self.fail("training.forward_passes", "must be at least 1");
+        }
+        if let Some(0) = training.iterations {
+            return self.fail("training.iterations", "must be at least 1");
+        }
+        if let Some(t) = training.time_limit_secs {
+            if !(t.is_finite() && t > 0.0 && t <= cobre_shm::config::MAX_SECS) {
+                return self.fail(
+                    "training.time_limit_secs",
+                    format!(
+                        "must be a positive number of seconds, at most {} (a year)",
+                        cobre_shm::config::MAX_SECS
+                    ),
+                );
+            }
+        }
+        if let Some(tol) = training.stall_tolerance {
+            if !(tol.is_finite() && tol >= 0.0) {
+                return self.fail("training.stall_tolerance", "must be a number >= 0");
+            }
+        }
+        Ok(training)
+    }
 }
 
 impl Case {
@@ -376,7 +607,6 @@ impl Case {
     ///
     /// # Errors
     /// [`CaseError::Invalid`] for the first problem found.
-    #[allow(clippy::too_many_lines)]
     pub fn validate(f: CaseFile, origin: &str, default_name: &str) -> Result<Self, CaseError> {
         let c = Checker { origin };
         let t_count = f.stages;
@@ -392,82 +622,8 @@ impl Case {
                 ),
             );
         }
-        if f.hydros.is_empty() {
-            return c.fail("hydros", "at least one hydro plant is needed");
-        }
-        let names: Vec<&str> = f.hydros.iter().map(|h| h.name.as_str()).collect();
-        for (i, name) in names.iter().enumerate() {
-            if name.is_empty() {
-                return c.fail(format!("hydros[{i}].name"), "must not be empty");
-            }
-            if names[..i].contains(name) {
-                return c.fail(
-                    format!("hydros[{i}].name"),
-                    format!("'{name}' is used by two hydros"),
-                );
-            }
-        }
-        let mut hydros = Vec::with_capacity(f.hydros.len());
-        for (i, h) in f.hydros.iter().enumerate() {
-            let p = |k: &str| format!("hydros[{i}].{k}");
-            let min = c.non_negative(&p("min_volume"), h.min_volume)?;
-            let max = c.non_negative(&p("max_volume"), h.max_volume)?;
-            if max < min {
-                return c.fail(p("max_volume"), format!("{max} is below min_volume {min}"));
-            }
-            let init = c.finite(&p("initial_volume"), h.initial_volume)?;
-            if init < min || init > max {
-                return c.fail(
-                    p("initial_volume"),
-                    format!("{init} is outside [{min}, {max}]"),
-                );
-            }
-            let downstream = match &h.downstream {
-                None => None,
-                Some(d) => match names.iter().position(|n| n == d) {
-                    Some(j) if j == i => {
-                        return c.fail(p("downstream"), format!("'{d}' is the plant itself"))
-                    }
-                    Some(j) => Some(j),
-                    None => {
-                        return c.fail(
-                            p("downstream"),
-                            format!("unknown hydro '{d}' (hydros are: {})", names.join(", ")),
-                        )
-                    }
-                },
-            };
-            hydros.push(Hydro {
-                name: h.name.clone(),
-                min_volume: min,
-                max_volume: max,
-                initial_volume: init,
-                max_turbined: c.limit(&p("max_turbined"), h.max_turbined)?,
-                productivity: c.non_negative(&p("productivity"), h.productivity)?,
-                downstream,
-                spill_allowed: h.spill_allowed,
-                spill_cost: c.non_negative(&p("spill_cost"), h.spill_cost)?,
-            });
-        }
-        for start in 0..hydros.len() {
-            let mut seen = vec![start];
-            let mut at = start;
-            while let Some(d) = hydros[at].downstream {
-                if d == start {
-                    let path: Vec<&str> = seen
-                        .iter()
-                        .chain([&start])
-                        .map(|&i| hydros[i].name.as_str())
-                        .collect();
-                    return c.fail("hydros", format!("cascade cycle {}", path.join(" -> ")));
-                }
-                if seen.contains(&d) {
-                    break;
-                }
-                seen.push(d);
-                at = d;
-            }
-        }
+        let hydros = c.hydros(&f.hydros)?;
+        c.no_cascade_cycle(&hydros)?;
         let mut thermals = Vec::with_capacity(f.thermals.len());
         for (i, th) in f.thermals.iter().enumerate() {
             thermals.push(Thermal {
@@ -495,131 +651,10 @@ impl Case {
                     "missing: give inflows (explicit openings) or inflow_model",
                 )
             }
-            (Some(stages), None) => {
-                if stages.len() != t_count {
-                    return c.fail(
-                        "inflows",
-                        format!("{} entries for {t_count} stages", stages.len()),
-                    );
-                }
-                let mut probabilities = Vec::with_capacity(t_count);
-                let mut inflows = Vec::with_capacity(t_count);
-                for (t, st) in stages.iter().enumerate() {
-                    if st.openings.is_empty() {
-                        return c.fail(
-                            format!("inflows[{t}].openings"),
-                            "at least one opening is needed",
-                        );
-                    }
-                    let mut p_sum = 0.0;
-                    let mut ps = Vec::new();
-                    let mut flows = Vec::new();
-                    for (k, o) in st.openings.iter().enumerate() {
-                        let p = format!("inflows[{t}].openings[{k}]");
-                        let pr = c.non_negative(&format!("{p}.probability"), o.probability)?;
-                        p_sum += pr;
-                        if o.inflows.len() != nh {
-                            return c.fail(
-                                format!("{p}.inflows"),
-                                format!("{} values for {nh} hydros", o.inflows.len()),
-                            );
-                        }
-                        for (h, a) in o.inflows.iter().enumerate() {
-                            c.non_negative(&format!("{p}.inflows[{h}]"), *a)?;
-                        }
-                        ps.push(pr);
-                        flows.push(o.inflows.clone());
-                    }
-                    if (p_sum - 1.0).abs() > 1e-9 {
-                        let shown = (p_sum * 1e12).round() / 1e12;
-                        return c.fail(
-                            format!("inflows[{t}].openings"),
-                            format!("probabilities sum to {shown}, not 1"),
-                        );
-                    }
-                    probabilities.push(ps);
-                    inflows.push(flows);
-                }
-                Uncertainty::Explicit {
-                    probabilities,
-                    inflows,
-                }
-            }
-            (None, Some(m)) => {
-                if m.kind != "lognormal" {
-                    return c.fail(
-                        "inflow_model.kind",
-                        format!("'{}' is not supported (only \"lognormal\")", m.kind),
-                    );
-                }
-                if m.openings == 0 {
-                    return c.fail("inflow_model.openings", "must be at least 1");
-                }
-                let values = m
-                    .openings
-                    .checked_mul(t_count)
-                    .and_then(|v| v.checked_mul(nh))
-                    .filter(|&v| v <= MAX_TREE_VALUES);
-                if values.is_none() {
-                    return c.fail(
-                        "inflow_model.openings",
-                        format!(
-                            "{} openings x {t_count} stages x {nh} hydros is more than the {} \
-                             inflows an opening tree may hold; use fewer openings",
-                            m.openings, MAX_TREE_VALUES
-                        ),
-                    );
-                }
-                for (key, table) in [("mean", &m.mean), ("std", &m.std)] {
-                    if table.len() != t_count {
-                        return c.fail(
-                            format!("inflow_model.{key}"),
-                            format!("{} rows for {t_count} stages", table.len()),
-                        );
-                    }
-                    for (t, row) in table.iter().enumerate() {
-                        if row.len() != nh {
-                            return c.fail(
-                                format!("inflow_model.{key}[{t}]"),
-                                format!("{} values for {nh} hydros", row.len()),
-                            );
-                        }
-                        for (h, v) in row.iter().enumerate() {
-                            c.non_negative(&format!("inflow_model.{key}[{t}][{h}]"), *v)?;
-                        }
-                    }
-                }
-                Uncertainty::Lognormal {
-                    mean: m.mean,
-                    std: m.std,
-                    openings: m.openings,
-                    seed: m.seed,
-                }
-            }
+            (Some(stages), None) => c.explicit_openings(&stages, t_count, nh)?,
+            (None, Some(m)) => c.lognormal_model(m, t_count, nh)?,
         };
-        let training = f.training.unwrap_or_default();
-        if let Some(0) = training.forward_passes {
-            return c.fail("training.forward_passes", "must be at least 1");
-        }
-        if let Some(0) = training.iterations {
-            return c.fail("training.iterations", "must be at least 1");
-        }
-        if let Some(t) = training.time_limit_secs {
-            if !(t.is_finite() && t > 0.0 && t <= cobre_shm::config::MAX_SECS) {
-                return c.fail(
-                    "training.time_limit_secs",
-                    format!(
-                        "must be a positive number of seconds, at most {} (a year)",
-                        cobre_shm::config::MAX_SECS
-                    ),
-                );
-            }
-        }
-        if let Some(tol) = training.stall_tolerance {
-            if !(tol.is_finite() && tol >= 0.0) {
-                return c.fail("training.stall_tolerance", "must be a number >= 0");
-            }
-        }
+        let training = c.training(f.training.unwrap_or_default())?;
         Ok(Self {
             name: f
                 .name

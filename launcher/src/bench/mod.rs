@@ -475,50 +475,9 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
     let cpus = p.cpu_list.len();
     let mpis = mpi::installed();
     let linked = mpi::linked().and_then(|l| mpis.iter().find(|m| m.label == l).cloned());
-    let mpi_note = if mpis.is_empty() {
-        Some("no MPI installed (scripts/install-mpi.sh installs Open MPI and MPICH)".to_string())
-    } else if linked.is_none() {
-        Some(
-            "this binary was built without the `mpi` feature: the cobre-comm MPI column and \
-             the MPI SDDP runs are skipped (cargo build --release --features mpi)"
-                .to_string(),
-        )
-    } else {
-        None
-    };
     let (h, t, o, j, iterations, passes) = p.mode.case();
-    let study_ranks = cpus.max(2);
-    let numa_ranks = Topology::discover_allowed()
-        .0
-        .nodes
-        .iter()
-        .filter(|n| !n.cpus.is_empty())
-        .count()
-        .max(2);
-    let numa_threads = (cpus / numa_ranks).max(1);
-    // Steps, for the progress bar.
-    let per_count = 2 + mpis.len() + usize::from(linked.is_some());
-    let total = usize::from((p.want)(Section::Machine))
-        + if (p.want)(Section::Collectives) {
-            let multi = p.rank_counts.iter().filter(|&&r| r > 1).count();
-            (p.rank_counts.len() * per_count + multi) * p.repeat
-        } else {
-            0
-        }
-        + if (p.want)(Section::Sddp) {
-            splits(cpus).len()
-        } else {
-            0
-        }
-        + if (p.want)(Section::Memory) { 2 } else { 0 }
-        + if (p.want)(Section::Numa) { 4 } else { 0 }
-        + if (p.want)(Section::Mpi) && linked.is_some() {
-            2
-        } else {
-            0
-        };
     let mut progress = Progress {
-        total,
+        total: step_count(p, cpus, mpis.len(), linked.is_some()),
         done: 0,
         tty: std::io::stderr().is_terminal(),
         quiet: p.quiet,
@@ -539,7 +498,7 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         memory: Vec::new(),
         numa: Vec::new(),
         mpi: Vec::new(),
-        mpi_note,
+        mpi_note: mpi_note(&mpis, linked.as_ref()),
         fresh_buffers: p.fresh,
     };
     let quick = p.mode == Mode::Quick;
@@ -580,27 +539,76 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         iterations,
         passes,
     };
+    training_sections(p, &study, linked.as_ref(), &mut progress, &mut results);
+    progress.finish();
+    Ok(results)
+}
+
+/// Why the report has no MPI columns, when it has none.
+fn mpi_note(mpis: &[mpi::Mpi], linked: Option<&mpi::Mpi>) -> Option<String> {
+    if mpis.is_empty() {
+        Some("no MPI installed (scripts/install-mpi.sh installs Open MPI and MPICH)".to_string())
+    } else if linked.is_none() {
+        Some(
+            "this binary was built without the `mpi` feature: the cobre-comm MPI column and \
+             the MPI SDDP runs are skipped (cargo build --release --features mpi)"
+                .to_string(),
+        )
+    } else {
+        None
+    }
+}
+
+/// Steps of the whole measurement, for the progress bar.
+fn step_count(p: &Plan<'_>, cpus: usize, mpis: usize, linked: bool) -> usize {
+    let per_count = 2 + mpis + usize::from(linked);
+    let want = |s| usize::from((p.want)(s));
+    let multi = p.rank_counts.iter().filter(|&&r| r > 1).count();
+    want(Section::Machine)
+        + want(Section::Collectives) * (p.rank_counts.len() * per_count + multi) * p.repeat
+        + want(Section::Sddp) * splits(cpus).len()
+        + want(Section::Memory) * 2
+        + want(Section::Numa) * 4
+        + want(Section::Mpi) * usize::from(linked) * 2
+}
+
+/// The sections that train `study`: scaling over rank × thread splits,
+/// memory with and without `--replicate`, NUMA placements, shm against MPI.
+fn training_sections(
+    p: &Plan<'_>,
+    study: &Study<'_>,
+    linked: Option<&mpi::Mpi>,
+    progress: &mut Progress,
+    results: &mut Results,
+) {
+    let cpus = p.cpu_list.len();
+    let study_ranks = cpus.max(2);
+    let numa_ranks = Topology::discover_allowed()
+        .0
+        .nodes
+        .iter()
+        .filter(|n| !n.cpus.is_empty())
+        .count()
+        .max(2);
+    let numa_threads = (cpus / numa_ranks).max(1);
     let dir = |tag: &str| p.scratch.join(tag);
     if (p.want)(Section::Sddp) {
         for (r, th) in splits(cpus) {
             progress.step(&format!("SDDP: {r} ranks × {th} threads"));
-            results.scaling.push(training::shm(
-                p.exe,
-                &study,
-                &dir(&format!("split_{r}x{th}")),
-                (r, th),
-                &[],
-                &[],
-            ));
+            let d = dir(&format!("split_{r}x{th}"));
+            results
+                .scaling
+                .push(training::shm(p.exe, study, &d, (r, th), &[], &[]));
         }
     }
     if (p.want)(Section::Memory) {
         for extra in [&[][..], &["--replicate"][..]] {
             progress.step(&format!("memory: {study_ranks} ranks {}", extra.join(" ")));
+            let d = dir(&format!("memory_{}", extra.len()));
             results.memory.push(training::shm(
                 p.exe,
-                &study,
-                &dir(&format!("memory_{}", extra.len())),
+                study,
+                &d,
                 (study_ranks, 1),
                 &[],
                 extra,
@@ -618,39 +626,29 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         .enumerate()
         {
             progress.step(&format!("NUMA: {}", launcher_args.join(" ")));
-            results.numa.push(training::shm(
-                p.exe,
-                &study,
-                &dir(&format!("numa_{k}")),
-                (numa_ranks, numa_threads),
-                launcher_args,
-                &[],
-            ));
+            let d = dir(&format!("numa_{k}"));
+            let split = (numa_ranks, numa_threads);
+            results
+                .numa
+                .push(training::shm(p.exe, study, &d, split, launcher_args, &[]));
         }
     }
-    if (p.want)(Section::Mpi) {
-        if let Some(m) = &linked {
-            progress.step(&format!("SDDP: {study_ranks} shm ranks"));
-            results.mpi.push(training::shm(
-                p.exe,
-                &study,
-                &dir("mpi_shm"),
-                (study_ranks, 1),
-                &[],
-                &[],
-            ));
-            progress.step(&format!("SDDP: {study_ranks} {} ranks", m.label));
-            results.mpi.push(training::mpi(
-                p.exe,
-                m,
-                &study,
-                &dir("mpi_mpi"),
-                study_ranks,
-            ));
-        }
+    if let (true, Some(m)) = ((p.want)(Section::Mpi), linked) {
+        progress.step(&format!("SDDP: {study_ranks} shm ranks"));
+        let split = (study_ranks, 1);
+        results.mpi.push(training::shm(
+            p.exe,
+            study,
+            &dir("mpi_shm"),
+            split,
+            &[],
+            &[],
+        ));
+        progress.step(&format!("SDDP: {study_ranks} {} ranks", m.label));
+        results
+            .mpi
+            .push(training::mpi(p.exe, m, study, &dir("mpi_mpi"), study_ranks));
     }
-    progress.finish();
-    Ok(results)
 }
 
 #[cfg(test)]

@@ -111,73 +111,7 @@ fn collectives_md(s: &mut String, r: &Results) {
     let all_backends = backends(&r.sweeps);
     let counts: BTreeSet<usize> = r.sweeps.iter().map(|w| w.ranks).collect();
     for &n in &counts {
-        let runs: Vec<&Sweep> = r.sweeps.iter().filter(|w| w.ranks == n).collect();
-        let Some(shm) = runs.iter().find(|w| w.backend == Backend::Shm) else {
-            continue;
-        };
-        let others: Vec<&&Sweep> = runs.iter().filter(|w| w.backend != Backend::Shm).collect();
-        let ceiling = |bytes: u64| {
-            r.machine
-                .as_ref()
-                .and_then(|m| m.memcpy.iter().find(|(b, _)| *b == bytes))
-                .map(|(_, g)| *g)
-        };
-        let with_ceiling = r.machine.is_some();
-        let _ = write!(
-            s,
-            "### {n} ranks\n\n| operation | bytes | shm µs | shm GB/s |{}",
-            if with_ceiling { " memcpy GB/s |" } else { "" }
-        );
-        for o in &others {
-            let _ = write!(s, " {} µs | ratio |", o.backend.label());
-        }
-        let _ = write!(
-            s,
-            "\n|---|---:|---:|---:|{}",
-            if with_ceiling { "---:|" } else { "" }
-        );
-        s.push_str(&"---:|---:|".repeat(others.len()));
-        s.push('\n');
-        for p in &shm.points {
-            let rate = if p.op == "barrier" {
-                "—".to_string()
-            } else {
-                format!("{:.2}", gbps(p.bytes, p.us))
-            };
-            let _ = write!(
-                s,
-                "| {} | {} | {:.2} | {rate} |",
-                p.op,
-                if p.op == "barrier" {
-                    "—".into()
-                } else {
-                    svg::bytes(p.bytes as f64)
-                },
-                p.us
-            );
-            if with_ceiling {
-                let c = ceiling(p.bytes).filter(|_| p.op != "barrier");
-                let _ = write!(s, " {} |", opt(c, 1));
-            }
-            for o in &others {
-                let v = o.at(&p.op, p.bytes);
-                let _ = write!(s, " {} | {} |", opt(v, 2), opt(v.map(|x| x / p.us), 2));
-            }
-            s.push('\n');
-        }
-        let _ = writeln!(s, "\nCommands:\n");
-        for w in &runs {
-            let barrier = barrier_note(&w.barrier);
-            match &w.error {
-                Some(e) => {
-                    let _ = writeln!(s, "- `{}`{barrier} — **failed**: {e}", w.command);
-                }
-                None => {
-                    let _ = writeln!(s, "- `{}`{barrier}", w.command);
-                }
-            }
-        }
-        s.push('\n');
+        rank_count_md(s, r, n);
     }
     if let Some(note) = &r.mpi_note {
         let _ = writeln!(s, "Note: {note}.\n");
@@ -196,6 +130,78 @@ fn collectives_md(s: &mut String, r: &Results) {
             ""
         }
     );
+}
+
+/// The table of `n` ranks: shm's time and bandwidth per operation and size,
+/// the memcpy ceiling, each other backend's time and ratio, and the commands.
+fn rank_count_md(s: &mut String, r: &Results, n: usize) {
+    let runs: Vec<&Sweep> = r.sweeps.iter().filter(|w| w.ranks == n).collect();
+    let Some(shm) = runs.iter().find(|w| w.backend == Backend::Shm) else {
+        return;
+    };
+    let others: Vec<&&Sweep> = runs.iter().filter(|w| w.backend != Backend::Shm).collect();
+    let ceiling = |bytes: u64| {
+        r.machine
+            .as_ref()
+            .and_then(|m| m.memcpy.iter().find(|(b, _)| *b == bytes))
+            .map(|(_, g)| *g)
+    };
+    let with_ceiling = r.machine.is_some();
+    let _ = write!(
+        s,
+        "### {n} ranks\n\n| operation | bytes | shm µs | shm GB/s |{}",
+        if with_ceiling { " memcpy GB/s |" } else { "" }
+    );
+    for o in &others {
+        let _ = write!(s, " {} µs | ratio |", o.backend.label());
+    }
+    let _ = write!(
+        s,
+        "\n|---|---:|---:|---:|{}",
+        if with_ceiling { "---:|" } else { "" }
+    );
+    s.push_str(&"---:|---:|".repeat(others.len()));
+    s.push('\n');
+    for p in &shm.points {
+        let rate = if p.op == "barrier" {
+            "—".to_string()
+        } else {
+            format!("{:.2}", gbps(p.bytes, p.us))
+        };
+        let _ = write!(
+            s,
+            "| {} | {} | {:.2} | {rate} |",
+            p.op,
+            if p.op == "barrier" {
+                "—".into()
+            } else {
+                svg::bytes(p.bytes as f64)
+            },
+            p.us
+        );
+        if with_ceiling {
+            let c = ceiling(p.bytes).filter(|_| p.op != "barrier");
+            let _ = write!(s, " {} |", opt(c, 1));
+        }
+        for o in &others {
+            let v = o.at(&p.op, p.bytes);
+            let _ = write!(s, " {} | {} |", opt(v, 2), opt(v.map(|x| x / p.us), 2));
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "\nCommands:\n");
+    for w in &runs {
+        let barrier = barrier_note(&w.barrier);
+        match &w.error {
+            Some(e) => {
+                let _ = writeln!(s, "- `{}`{barrier} — **failed**: {e}", w.command);
+            }
+            None => {
+                let _ = writeln!(s, "- `{}`{barrier}", w.command);
+            }
+        }
+    }
+    s.push('\n');
 }
 
 fn run_rows(s: &mut String, runs: &[TrainRun], with_speedup: bool) {
@@ -350,89 +356,114 @@ fn series_for(r: &Results, op: &str, y: impl Fn(u64, f64) -> f64) -> Vec<Series>
 fn plots(r: &Results) -> Vec<(String, String)> {
     let mut files = Vec::new();
     if !r.sweeps.is_empty() {
-        for op in OPS.iter().skip(1) {
-            let chart = Lines {
-                title: &format!("{op}: time per call"),
-                x_label: "bytes",
-                y_label: "µs",
-                x_scale: Scale::Log,
-                y_scale: Scale::Log,
-                x_tick: svg::bytes,
-            };
-            files.push((
-                format!("latency_{op}.svg"),
-                chart.render(&series_for(r, op, |_, us| us)),
-            ));
-        }
-        let mut bw: Vec<Series> = series_for(r, "allgatherv", gbps)
-            .into_iter()
-            .filter(|s| s.name.starts_with("shm"))
-            .map(|mut s| {
-                s.name = format!("allgatherv {}", s.name);
-                s
-            })
-            .collect();
-        if let Some(m) = &r.machine {
-            let points: Vec<(f64, f64)> = m
-                .memcpy
-                .iter()
-                .filter(|(b, _)| r.sizes.contains(b))
-                .map(|&(b, g)| (b as f64, g))
-                .collect();
-            if !points.is_empty() {
-                bw.push(Series {
-                    name: "memcpy of the same size, 1 thread".into(),
-                    points,
-                    dashed: true,
-                });
-            }
-        }
+        files.extend(latency_plots(r));
+        files.push(("bandwidth.svg".into(), bandwidth_plot(r)));
+        files.extend(ratio_plot(r));
+    }
+    files.extend(training_plots(r));
+    files
+}
+
+/// Time per call against message size, one chart per operation.
+fn latency_plots(r: &Results) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for op in OPS.iter().skip(1) {
         let chart = Lines {
-            title: "allgatherv bandwidth (shm)",
-            x_label: "bytes gathered",
-            y_label: "GB/s",
+            title: &format!("{op}: time per call"),
+            x_label: "bytes",
+            y_label: "µs",
             x_scale: Scale::Log,
             y_scale: Scale::Log,
             x_tick: svg::bytes,
         };
-        files.push(("bandwidth.svg".into(), chart.render(&bw)));
-        let mut ratios = Vec::new();
-        for w in r.sweeps.iter().filter(|w| w.backend != Backend::Shm) {
-            let Some(shm) = r
-                .sweeps
-                .iter()
-                .find(|x| x.backend == Backend::Shm && x.ranks == w.ranks)
-            else {
-                continue;
-            };
-            for op in ["allreduce", "allgatherv"] {
-                let points: Vec<(f64, f64)> = w
-                    .points
-                    .iter()
-                    .filter(|p| p.op == op)
-                    .filter_map(|p| Some((p.bytes as f64, p.us / shm.at(op, p.bytes)?)))
-                    .collect();
-                if !points.is_empty() {
-                    ratios.push(Series {
-                        name: format!("{op} {} · {}", w.backend.label(), w.ranks),
-                        points,
-                        dashed: op == "allgatherv",
-                    });
-                }
-            }
-        }
-        if !ratios.is_empty() {
-            let chart = Lines {
-                title: "MPI time / shm time (above 1: shm faster)",
-                x_label: "bytes",
-                y_label: "ratio",
-                x_scale: Scale::Log,
-                y_scale: Scale::Log,
-                x_tick: svg::bytes,
-            };
-            files.push(("ratio_mpi_over_shm.svg".into(), chart.render(&ratios)));
+        files.push((
+            format!("latency_{op}.svg"),
+            chart.render(&series_for(r, op, |_, us| us)),
+        ));
+    }
+    files
+}
+
+/// The shm allgatherv's bandwidth beside a one-thread memcpy of the same size.
+fn bandwidth_plot(r: &Results) -> String {
+    let mut bw: Vec<Series> = series_for(r, "allgatherv", gbps)
+        .into_iter()
+        .filter(|s| s.name.starts_with("shm"))
+        .map(|mut s| {
+            s.name = format!("allgatherv {}", s.name);
+            s
+        })
+        .collect();
+    if let Some(m) = &r.machine {
+        let points: Vec<(f64, f64)> = m
+            .memcpy
+            .iter()
+            .filter(|(b, _)| r.sizes.contains(b))
+            .map(|&(b, g)| (b as f64, g))
+            .collect();
+        if !points.is_empty() {
+            bw.push(Series {
+                name: "memcpy of the same size, 1 thread".into(),
+                points,
+                dashed: true,
+            });
         }
     }
+    let chart = Lines {
+        title: "allgatherv bandwidth (shm)",
+        x_label: "bytes gathered",
+        y_label: "GB/s",
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        x_tick: svg::bytes,
+    };
+    chart.render(&bw)
+}
+
+/// Each MPI's time over shm's, when an MPI was measured.
+fn ratio_plot(r: &Results) -> Option<(String, String)> {
+    let mut ratios = Vec::new();
+    for w in r.sweeps.iter().filter(|w| w.backend != Backend::Shm) {
+        let Some(shm) = r
+            .sweeps
+            .iter()
+            .find(|x| x.backend == Backend::Shm && x.ranks == w.ranks)
+        else {
+            continue;
+        };
+        for op in ["allreduce", "allgatherv"] {
+            let points: Vec<(f64, f64)> = w
+                .points
+                .iter()
+                .filter(|p| p.op == op)
+                .filter_map(|p| Some((p.bytes as f64, p.us / shm.at(op, p.bytes)?)))
+                .collect();
+            if !points.is_empty() {
+                ratios.push(Series {
+                    name: format!("{op} {} · {}", w.backend.label(), w.ranks),
+                    points,
+                    dashed: op == "allgatherv",
+                });
+            }
+        }
+    }
+    if ratios.is_empty() {
+        return None;
+    }
+    let chart = Lines {
+        title: "MPI time / shm time (above 1: shm faster)",
+        x_label: "bytes",
+        y_label: "ratio",
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        x_tick: svg::bytes,
+    };
+    Some(("ratio_mpi_over_shm.svg".into(), chart.render(&ratios)))
+}
+
+/// SDDP speed-up over the rank × thread splits and node memory.
+fn training_plots(r: &Results) -> Vec<(String, String)> {
+    let mut files = Vec::new();
     if let Some(base) = r.scaling.first().and_then(TrainRun::secs_per_iteration) {
         let cats: Vec<String> = r.scaling.iter().map(|x| x.label.clone()).collect();
         let speedup = Series {
