@@ -721,11 +721,24 @@ impl Barrier {
     }
 
     fn mismatch(&self, ctl: &Control, op: &'static str, peer: usize) -> BarrierError {
-        let reason = format!(
-            "collective mismatch: rank {} called {op} while rank {peer} called a different \
-             collective or passed different arguments (counts, length, root, op or element type)",
-            self.rank
-        );
+        // Ranks meet at the attach handshake with a signature of the job's
+        // settings; a mismatch there is a settings disagreement. (The
+        // record holds 224 bytes: these stay below.)
+        let reason = if op == "attach" {
+            format!(
+                "settings mismatch at attach: ranks {} and {peer} disagree on COBRE_SHM_BARRIER, \
+                 COBRE_SHM_EAGER_MAX_BYTES or whether ranks outnumber COBRE_SHM_JOB_CPUS; give \
+                 every rank the same",
+                self.rank
+            )
+        } else {
+            format!(
+                "collective mismatch: rank {} called {op} while rank {peer} called a different \
+                 collective or passed different arguments (counts, length, root, op or element \
+                 type)",
+                self.rank
+            )
+        };
         self.raise(ctl, AbortKind::Mismatch, peer as u32, 0, 0, &reason);
         BarrierError {
             failure: Failure::Mismatch,

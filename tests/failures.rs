@@ -567,22 +567,37 @@ fn tree_barrier_exchanges_finds_mismatches_and_dead_leaves() {
 /// fails by the attach timeout (3 s here), as any late rank of a failed job.
 #[test]
 fn ranks_with_different_barrier_shapes_stop_at_attach() {
-    ranks_with_different_settings_stop_at_attach("COBRE_SHM_BARRIER", "tree");
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_BARRIER", None, "tree");
 }
 
 /// The same for ranks that disagree on which broadcasts are eager (one
 /// would publish in the ring while the other waits at a barrier).
 #[test]
 fn ranks_with_different_eager_limits_stop_at_attach() {
-    ranks_with_different_settings_stop_at_attach("COBRE_SHM_EAGER_MAX_BYTES", "0");
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_EAGER_MAX_BYTES", None, "0");
 }
 
-fn ranks_with_different_settings_stop_at_attach(var: &'static str, value: &str) {
+/// The same for ranks started by hand that disagree on whether they
+/// outnumber their CPUs (two count 1 CPU, the third 64).
+#[test]
+fn ranks_with_different_cpu_counts_stop_at_attach() {
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_JOB_CPUS", Some("1"), "64");
+}
+
+/// Three ranks, the last with `var=value` (the others with `common`, or
+/// without the variable): every rank fails at attach within seconds, told
+/// which settings to align.
+fn ranks_with_different_settings_stop_at_attach(
+    var: &'static str,
+    common: Option<&str>,
+    value: &str,
+) {
     let name = unique_name("shapes");
     let t = Instant::now();
     let env = [
         env_of(&name, "barrier_once"),
         vec![("COBRE_SHM_ATTACH_TIMEOUT_SECS", "3".to_string())],
+        common.map(|v| (var, v.to_string())).into_iter().collect(),
     ]
     .concat();
     let out = spawn("rank_entry", 3, &env, &[(2, var, value.into())]).wait(Duration::from_secs(20));
@@ -594,7 +609,8 @@ fn ranks_with_different_settings_stop_at_attach(var: &'static str, value: &str) 
         t.elapsed()
     );
     assert!(out.iter().all(|o| !o.status.success()), "{all}");
-    assert!(all.contains("collective mismatch"), "{all}");
+    assert!(all.contains("settings mismatch at attach"), "{all}");
+    assert!(all.contains(var), "{all}");
     assert_no_leftovers(&name);
 }
 
