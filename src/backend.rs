@@ -18,6 +18,11 @@ use crate::sync::{OpKind, Signature};
 
 /// A rank of a single-node job whose ranks communicate through POSIX shared
 /// memory. Cheap to clone (the clones share one attachment).
+///
+/// Collective calls of one rank must not overlap (cobre-comm's contract):
+/// a call made while another thread of the same process is inside one —
+/// through this handle, a clone, its [`ShmLocalComm`] or one of its regions
+/// — fails at once with `CommError::CollectiveFailed`.
 #[derive(Clone)]
 pub struct ShmBackend {
     job: Arc<Job>,

@@ -165,14 +165,14 @@ fn overlapping_calls_are_refused(c: &ShmBackend) {
     let mut region = c.create_shared_region::<u64>(4).expect("region");
     c.barrier().expect("barrier");
     if r == 1 {
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_secs(3));
         c.barrier()
             .expect("the barrier rank 0's first thread waits in");
     } else {
         std::thread::scope(|s| {
             let waiting = s.spawn(|| c.barrier());
             // The first thread is inside its barrier well before rank 1 comes.
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(500));
             assert!(!waiting.is_finished(), "rank 1 is not there yet");
             let refused = [
                 ("allreduce", c.allreduce(&[1u64], &mut [0], ReduceOp::Sum)),
