@@ -8,10 +8,10 @@
 //! windows, one step each.
 //!
 //! Broadcasts of at most `COBRE_SHM_EAGER_MAX_BYTES` are not barriers: they
-//! go through the eager ring ([`crate::sync::Barrier::eager_publish`]), so a
+//! go through the eager ring (`Barrier::eager_publish` in `sync`), so a
 //! rank can be epochs ahead of a peer that still reads the last staged step.
 //! Every collective that writes staging or inline areas therefore settles
-//! first ([`Job::settle`]; free unless eager broadcasts came since the last
+//! first (`Job::settle`; free unless eager broadcasts came since the last
 //! barrier), which restores the rule above.
 #![forbid(unsafe_code)]
 

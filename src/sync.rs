@@ -17,11 +17,11 @@
 //! signatures, then stores its arrival — "my subtree is here" — for its
 //! parent; rank 0 then stores the release word everyone else waits for.
 //!
-//! Small broadcasts are *eager* (see [`Barrier::eager_publish`]): the root
+//! Small broadcasts are *eager* (see `Barrier::eager_publish`): the root
 //! writes the payload into the ring slot of its epoch (`EagerSlot`) and
 //! returns; receivers wait for that slot only. A rank may then be several
 //! epochs ahead of its peers, so before it next writes staging or inline
-//! areas it *settles* ([`Barrier::settle`]): it waits until every rank has
+//! areas it *settles* (`Barrier::settle`): it waits until every rank has
 //! arrived past the last full barrier, that is finished reading it. A full
 //! barrier that finds a peer ahead, or waits for the release, also checks
 //! the ring slot of its epoch: a broadcast published there is a mismatch.

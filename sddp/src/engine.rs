@@ -1,6 +1,6 @@
 //! The public face of the SDDP engine: options, what a run reports, and
 //! [`train`], generic over the communicator. The loop itself lives in
-//! [`crate::trainer`].
+//! the private `trainer` module.
 //!
 //! Results do not depend on how ranks × threads split the work: the
 //! forward trajectories are cut into *groups* of `warm_group`; a group is

@@ -9,7 +9,7 @@
 //!
 //! Rows: one water balance per hydro,
 //! `v[h] + q[h] + s[h] + o[h] − Σ_{u→h}(q[u] + s[u] + o[u]) = v_prev[h] + a[h]`
-//! (its dual is ∂cost/∂v_prev[h]), the demand balance
+//! (its dual is `∂cost/∂v_prev[h]`), the demand balance
 //! `Σ ρ_h q[h] + Σ g[j] + Σ d[l] + u = D_t`, then one row per cut
 //! `θ − β·v ≥ α`, appended by the workspace.
 #![forbid(unsafe_code)]
