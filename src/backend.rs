@@ -14,7 +14,6 @@ use crate::error::{collective_failed, ShmError};
 use crate::job::Job;
 use crate::plain;
 use crate::region::{self, ShmRegion};
-use crate::sync::{OpKind, Signature};
 
 /// A rank of a single-node job whose ranks communicate through POSIX shared
 /// memory. Cheap to clone (the clones share one attachment).
@@ -185,9 +184,7 @@ impl Communicator for ShmBackend {
     }
 
     fn barrier(&self) -> Result<(), CommError> {
-        let sig = Signature::new(OpKind::Barrier).finish();
-        self.job
-            .serial("barrier", || self.job.barrier(sig, "barrier"))
+        self.job.user_barrier()
     }
 
     fn rank(&self) -> usize {
@@ -277,8 +274,6 @@ impl LocalCommunicator for ShmLocalComm {
     }
 
     fn barrier(&self) -> Result<(), CommError> {
-        let sig = Signature::new(OpKind::Barrier).finish();
-        self.job
-            .serial("barrier", || self.job.barrier(sig, "barrier"))
+        self.job.user_barrier()
     }
 }

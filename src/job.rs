@@ -16,7 +16,7 @@ use crate::config::{validate_name, BarrierChoice, BarrierShape, MemPolicy, ShmCo
 use crate::control::Control;
 use crate::error::ShmError;
 use crate::os::segment::Segment;
-use crate::sync::{Barrier, Failure, OpKind, Signature};
+use crate::sync::{Barrier, Failure, OpKind, Signature, ATTACH_OP};
 
 /// A rank attached to a job's control segment.
 #[derive(Debug)]
@@ -193,7 +193,7 @@ impl Job {
         let all = self.exchange_words(
             [u64::from(std::process::id()), addr, value, min_bytes as u64],
             sig,
-            "attach",
+            ATTACH_OP,
         )?;
         let [pid, peer_addr, peer_value, _] = all[(self.rank + 1) % self.size];
         let mut got = [0u8; 8];
@@ -203,7 +203,7 @@ impl Job {
                 .is_some_and(|p| crate::os::cma::read(p, peer_addr, &mut got).is_ok())
             && u64::from_ne_bytes(got) == peer_value;
         // The second exchange also keeps `word` alive while peers read it.
-        let oks = self.exchange_word(u64::from(ok), sig, "attach")?;
+        let oks = self.exchange_word(u64::from(ok), sig, ATTACH_OP)?;
         drop(word);
         if oks.contains(&0) {
             return Ok(None);
@@ -304,7 +304,7 @@ impl Job {
             .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync
-            .wait_until(ctl, sig, "attach", deadline)
+            .wait_until(ctl, sig, ATTACH_OP, deadline)
             .map_err(|e| match e.failure {
                 Failure::Timeout => ShmError::Timeout(format!(
                     "all {} ranks to attach to {} within {:.0} s (COBRE_SHM_ATTACH_TIMEOUT_SECS): {}",
@@ -363,6 +363,16 @@ impl Job {
                 self.rank
             ),
         )
+    }
+
+    /// The barrier a program calls (`Communicator::barrier` and the local
+    /// communicator's), refused while another thread is inside a collective.
+    ///
+    /// # Errors
+    /// As [`Self::serial`] and [`Self::barrier`].
+    pub(crate) fn user_barrier(&self) -> Result<(), CommError> {
+        let sig = Signature::new(OpKind::Barrier).finish();
+        self.serial("barrier", || self.barrier(sig, "barrier"))
     }
 
     /// Barrier number `epoch + 1` with signature `sig`; `op` names the

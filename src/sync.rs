@@ -168,6 +168,10 @@ enum Target {
     Reached,
 }
 
+/// The op name of the attach handshake and the exchanges that follow it:
+/// a mismatch there is a disagreement on the job's settings.
+pub(crate) const ATTACH_OP: &str = "attach";
+
 /// How many epochs `e` is past `epoch` (negative: behind), across the
 /// wrap of the 32-bit counter.
 fn epochs_past(e: u32, epoch: u32) -> i32 {
@@ -724,7 +728,7 @@ impl Barrier {
         // Ranks meet at the attach handshake with a signature of the job's
         // settings; a mismatch there is a settings disagreement. (The
         // record holds 224 bytes: these stay below.)
-        let reason = if op == "attach" {
+        let reason = if op == ATTACH_OP {
             format!(
                 "settings mismatch at attach: ranks {} and {peer} disagree on COBRE_SHM_BARRIER, \
                  COBRE_SHM_EAGER_MAX_BYTES or whether ranks outnumber COBRE_SHM_JOB_CPUS; give \

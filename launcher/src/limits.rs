@@ -51,9 +51,12 @@ pub fn check_memory(
         if let Some(free) = cobre_shm::os::segment::shm_free_bytes() {
             if shared > free {
                 let smaller = if staging > 2 * DEFAULT_STAGING_BYTES as u64 {
-                    ", or give smaller staging buffers (COBRE_SHM_STAGING_BYTES=4194304)"
+                    format!(
+                        ", or give smaller staging buffers ({}={DEFAULT_STAGING_BYTES})",
+                        cobre_shm::config::ENV_STAGING
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 return Err(format!(
                     "this run needs {} of shared memory ({detail}) but /dev/shm has {} free: lower \

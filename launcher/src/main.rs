@@ -253,11 +253,16 @@ fn run(cli: &Cli) -> Result<i32, String> {
 /// `cobre-shm topology`.
 fn show_topology() -> Result<i32, String> {
     let (topo, note) = topology_for(true)?;
+    print_topology(&topo, note.as_deref());
+    Ok(0)
+}
+
+/// The topology ranks are placed on, and which CPUs were left out of it.
+fn print_topology(topo: &Topology, note: Option<&str>) {
     print!("{}", topo.render());
     if let Some(n) = note {
         println!("{n}");
     }
-    Ok(0)
 }
 
 /// `cobre-shm clean [--list]`.
@@ -368,10 +373,7 @@ fn run_job(cli: &Cli) -> Result<i32, String> {
         ..LaunchOptions::default()
     };
     if cli.dry_run {
-        print!("{}", topo.render());
-        if let Some(n) = &topo_note {
-            println!("{n}");
-        }
+        print_topology(&topo, topo_note.as_deref());
         print!("{}", plan.render());
         println!("mempolicy for shared segments: {}", cli.mempolicy);
         println!(
