@@ -81,6 +81,7 @@ fn shm_entries() -> Vec<String> {
 /// Wait for `child` at most `limit`; classify how it ended (its processes
 /// carry `marker` in their environment).
 fn judge(mut child: Child, limit: Duration, marker: &str, before: &[String]) -> (Verdict, String) {
+    let launcher = child.id();
     let start = Instant::now();
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -105,9 +106,15 @@ fn judge(mut child: Child, limit: Duration, marker: &str, before: &[String]) -> 
     while marker_processes(marker) > 0 && t.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // New segments of this launcher, or of any launcher that has ended (one
+    // this launcher started); a live launcher's are another test's, beside.
     let leaked: Vec<String> = shm_entries()
         .into_iter()
         .filter(|n| !before.contains(n))
+        .filter(|n| {
+            let owner = n.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            owner.is_none_or(|p| p == launcher || !Path::new(&format!("/proc/{p}")).exists())
+        })
         .collect();
     if marker_processes(marker) > 0 || !leaked.is_empty() {
         return (Verdict::Leak, format!("{leaked:?} {err}"));

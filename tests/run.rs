@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::launcher_bin;
 
@@ -28,15 +28,25 @@ fn write_case(dir: &Path, extra: &[&str]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Run the launcher to its end; assert it left nothing in `/dev/shm` (only
+/// its own segments are looked at: other tests run beside this one).
 fn run(args: &[&str], case: &Path, out: &Path) -> Output {
-    Command::new(launcher_bin())
+    let child = Command::new(launcher_bin())
         .args(args)
         .arg("run")
         .arg(case)
         .arg("--output")
         .arg(out)
-        .output()
-        .expect("cobre-shm run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cobre-shm run");
+    let pid = child.id();
+    let o = child.wait_with_output().expect("cobre-shm run");
+    let left = common::launcher_leftovers(pid);
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    o
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -202,15 +212,6 @@ fn bad_case_directories_end_in_a_clear_error() {
     std::fs::remove_file(case.join("system/hydros.json")).expect("rm");
     let o = run(&["-p", "2"], &case, &out);
     assert_clear_failure(&o, "hydros");
-    let left: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("cobre-shm"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

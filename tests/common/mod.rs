@@ -34,6 +34,13 @@ pub fn leftovers(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Entries of `/dev/shm` named after the launcher with process id `pid`
+/// (`cobre-shm.<pid>.<random>`): what that launcher's job created, and only
+/// that, so tests running beside it cannot be mistaken for its leftovers.
+pub fn launcher_leftovers(pid: u32) -> Vec<String> {
+    leftovers(&format!("cobre-shm.{pid}"))
+}
+
 /// Assert that nothing of job `name` is left in `/dev/shm`.
 pub fn assert_no_leftovers(name: &str) {
     let left = leftovers(name);
