@@ -40,7 +40,8 @@ pub const OVERSUBSCRIBED_SLOT_BYTES: usize = 1 << 20;
 /// Largest staging buffer chosen without [`ENV_STAGING`].
 pub const MAX_AUTO_STAGING_BYTES: usize = 64 << 20;
 /// Number of CPUs the whole job may run on (set by the launcher from its
-/// affinity mask, so a cpuset or `taskset` counts; default: the online CPUs).
+/// affinity mask, so a cpuset or `taskset` counts; default: the CPUs of the
+/// process's cpuset cgroup, else the online CPUs).
 pub const ENV_JOB_CPUS: &str = "COBRE_SHM_JOB_CPUS";
 /// Memory policy of shared regions: `first-touch`, `interleave` or `node:K`.
 pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";
@@ -250,7 +251,7 @@ pub struct ShmConfig {
     /// Staging buffer size, used when this rank creates the segment
     /// (`None`: by the machine, [`Self::staging`]).
     pub staging_bytes: Option<usize>,
-    /// CPUs the whole job may run on (`None`: the online CPUs), which
+    /// CPUs the whole job may run on (`None`: see [`Self::cpus`]), which
     /// decide whether ranks outnumber CPUs.
     pub job_cpus: Option<usize>,
     /// Memory policy, used when this rank creates the segment.
@@ -490,11 +491,17 @@ impl ShmConfig {
         })
     }
 
-    /// CPUs the whole job may run on: [`Self::job_cpus`], else the online CPUs.
+    /// CPUs the whole job may run on: [`Self::job_cpus`] (the launcher sets
+    /// it), else the CPUs of this process's cpuset (a container's or batch
+    /// job's, which every rank started inside it shares even when each is
+    /// bound to one CPU), else the online CPUs.
     #[must_use]
     pub fn cpus(&self) -> usize {
         self.job_cpus
-            .unwrap_or_else(crate::topology::online_cpus)
+            .unwrap_or_else(|| {
+                let online = crate::topology::online_cpus();
+                crate::topology::cpuset_cpus().map_or(online, |n| n.min(online))
+            })
             .max(1)
     }
 

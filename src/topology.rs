@@ -32,6 +32,72 @@ pub fn allowed_cpus() -> Option<Vec<u32>> {
     (!cpus.is_empty()).then_some(cpus)
 }
 
+/// Number of CPUs in this process's cpuset cgroup (v1 or v2): what a
+/// container or a batch job was given, which a `taskset` of one rank inside
+/// it does not narrow; `None` when no cpuset can be read.
+#[must_use]
+pub fn cpuset_cpus() -> Option<usize> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (dir, v1) = cpuset_dir(&cgroup, &mountinfo)?;
+    let files: &[&str] = if v1 {
+        &["cpuset.effective_cpus", "cpuset.cpus"]
+    } else {
+        &["cpuset.cpus.effective"]
+    };
+    files.iter().find_map(|f| {
+        let list = std::fs::read_to_string(dir.join(f)).ok()?;
+        let n = numa::parse_list(&list).ok()?.len();
+        (n > 0).then_some(n)
+    })
+}
+
+/// The directory of this process's cpuset, from `/proc/self/cgroup` and
+/// `/proc/self/mountinfo`, and whether it is a v1 hierarchy (a v1 cpuset
+/// mount wins over the unified one, as the kernel enforces it then).
+fn cpuset_dir(cgroup: &str, mountinfo: &str) -> Option<(std::path::PathBuf, bool)> {
+    // `id:controllers:path`; the unified hierarchy's line is `0::path`.
+    let path_of = |v1: bool| {
+        cgroup.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, controllers, path) = (it.next()?, it.next()?, it.next()?);
+            let wanted = if v1 {
+                controllers.split(',').any(|c| c == "cpuset")
+            } else {
+                controllers.is_empty()
+            };
+            wanted.then_some(path)
+        })
+    };
+    // `id parent dev root mount-point options [optional...] - fstype source super-options`.
+    let mount_of = |v1: bool| {
+        mountinfo.lines().find_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let head: Vec<&str> = head.split(' ').collect();
+            let tail: Vec<&str> = tail.split(' ').collect();
+            let fits = if v1 {
+                tail.first() == Some(&"cgroup")
+                    && tail
+                        .get(2)
+                        .is_some_and(|o| o.split(',').any(|x| x == "cpuset"))
+            } else {
+                tail.first() == Some(&"cgroup2")
+            };
+            fits.then(|| Some((*head.get(3)?, *head.get(4)?))).flatten()
+        })
+    };
+    [true, false].into_iter().find_map(|v1| {
+        let path = path_of(v1)?;
+        let (root, mount_point) = mount_of(v1)?;
+        let inner = path.strip_prefix(root.trim_end_matches('/'))?;
+        if !(inner.is_empty() || inner.starts_with('/')) {
+            return None; // `/ab` under root `/a`: not inside the mount
+        }
+        let dir = std::path::Path::new(mount_point).join(inner.trim_start_matches('/'));
+        Some((dir, v1))
+    })
+}
+
 /// One NUMA node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumaNode {
@@ -449,6 +515,40 @@ pub fn bind_memory(node: u32, strict: bool) -> Result<MemBinding, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpuset_directory_is_found_in_v1_v2_and_containers() {
+        let v1_mounts = "24 23 0:21 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+            30 24 0:27 / /sys/fs/cgroup/cpuset rw,relatime shared:9 - cgroup cgroup rw,cpuset\n\
+            31 24 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+            32 24 0:29 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let hybrid = "4:cpu,cpuacct:/\n3:cpuset:/slurm/job_7\n0::/user.slice\n";
+        assert_eq!(
+            cpuset_dir(hybrid, v1_mounts),
+            Some(("/sys/fs/cgroup/cpuset/slurm/job_7".into(), true))
+        );
+        // Pure v2: the unified hierarchy.
+        let v2_mounts =
+            "28 22 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cpuset_dir("0::/system.slice/job.service\n", v2_mounts),
+            Some(("/sys/fs/cgroup/system.slice/job.service".into(), false))
+        );
+        assert_eq!(
+            cpuset_dir("0::/\n", v2_mounts),
+            Some(("/sys/fs/cgroup".into(), false))
+        );
+        // A container that mounts only its own subtree (root is not `/`).
+        let bound = "40 30 0:27 /docker/abc /sys/fs/cgroup/cpuset ro - cgroup cgroup rw,cpuset\n";
+        assert_eq!(
+            cpuset_dir("3:cpuset:/docker/abc\n", bound),
+            Some(("/sys/fs/cgroup/cpuset".into(), true))
+        );
+        assert_eq!(cpuset_dir("3:cpuset:/docker/abcd\n", bound), None);
+        // No cpuset anywhere, or no cgroup file.
+        assert_eq!(cpuset_dir("4:cpu,cpuacct:/\n", v1_mounts), None);
+        assert_eq!(cpuset_dir("", v2_mounts), None);
+    }
 
     #[test]
     fn cache_sizes_parse_with_and_without_units() {

@@ -111,6 +111,12 @@ fn rank_entry() {
             println!("FAILED {e}");
             std::process::exit(1);
         }
+        "report_cpus" => {
+            // What this rank counts as the job's CPUs, after a barrier.
+            comm.barrier().expect("barrier");
+            let cfg = cobre_shm::ShmConfig::from_env().expect("config");
+            println!("CPUS {}", cfg.cpus());
+        }
         "busy_rank0" => {
             comm.barrier().expect("barrier");
             if r == 0 {
@@ -558,6 +564,71 @@ fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
         return;
     }
     assert_eq!(where_lines(&o), ON_CPU_0);
+}
+
+#[test]
+fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
+    // Ranks started without the launcher (no COBRE_SHM_JOB_CPUS) inside a
+    // container's or batch job's cpuset share its CPUs, not the machine's.
+    if !is_root() || cobre_shm::topology::online_cpus() < 2 {
+        println!("NOTICE: needs root and 2 CPUs to make a cpuset; skipped");
+        return;
+    }
+    let cpuset = match CpusetOfCpu0::create() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("NOTICE: cannot make a cpuset here ({e}); skipped");
+            return;
+        }
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    const ARGS: &str = "rank_entry --exact --ignored --nocapture -q";
+    let rank = |r: usize| format!(r#"COBRE_SHM_RANK={r} "$T" {ARGS}"#);
+    let by_hand = |script: &str, name: &str| {
+        Command::new("sh")
+            .args(["-c", script])
+            .env("TASKS", cpuset.tasks())
+            .env("T", &exe)
+            .env("COBRE_SHM_NAME", name)
+            .env("COBRE_SHM_SIZE", "2")
+            .env("COBRE_SHM_ATTACH_TIMEOUT_SECS", "5")
+            .env("COBRE_TEST_CASE", "report_cpus")
+            .env_remove("COBRE_SHM_JOB_CPUS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("sh")
+    };
+    // Both ranks inside the cpuset of CPU 0: one CPU for two ranks.
+    let name = common::unique_name("cpuset-both");
+    let o = by_hand(
+        &format!(
+            r#"echo $$ > "$TASKS" || exit 97; {} & {}; wait $!"#,
+            rank(0),
+            rank(1)
+        ),
+        &name,
+    );
+    if o.status.code() == Some(97) {
+        println!("NOTICE: cannot join a cpuset here ({}); skipped", text(&o));
+        return;
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("CPUS 1").count(), 2, "{}", text(&o));
+    common::assert_no_leftovers(&name);
+    // Rank 0 inside, rank 1 outside: they disagree on whether two ranks
+    // outnumber their CPUs, and both stop at attach saying so.
+    let name = common::unique_name("cpuset-one");
+    let o = by_hand(
+        &format!(
+            r#"COBRE_SHM_RANK=0 sh -c 'echo $$ > "$TASKS" && exec "$T" {ARGS}' & {}; wait $!"#,
+            rank(1)
+        ),
+        &name,
+    );
+    let all = text(&o);
+    assert!(all.contains("settings mismatch at attach"), "{all}");
+    assert!(!all.lines().any(|l| l.starts_with("CPUS ")), "{all}");
+    common::assert_no_leftovers(&name);
 }
 
 // ---- Numbers
