@@ -489,7 +489,10 @@ struct CpusetOfCpu0(PathBuf);
 
 impl CpusetOfCpu0 {
     fn create() -> Result<Self, String> {
-        let name = format!("cobre-shm-test.{}", std::process::id());
+        // One per test: tests of this binary make theirs at the same time.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cobre-shm-test.{}.{n}", std::process::id());
         let v1 = Path::new("/sys/fs/cgroup/cpuset");
         let v2 = Path::new("/sys/fs/cgroup");
         let write = |p: PathBuf, v: &str| {
