@@ -205,48 +205,8 @@ fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
     grown / n as f64
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let issue = std::env::args().any(|a| a == "--issue");
-    let dir = std::env::temp_dir().join(format!("cobre-shm-bench-mem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let spec = GenerateSpec {
-        hydros: 40,
-        stages: 24,
-        openings: 10,
-        thermals: 5,
-        seed: 1,
-    };
-    let (case_path, case) = write_case(&dir, &spec);
-    let (it, passes) = if quick { ("3", "8") } else { ("8", "32") };
-
-    println!("# Memory of the SDDP engine\n");
-    println!(
-        "Case: `cobre-shm generate --hydros 40 --stages 24 --openings 10 --thermals 5 --seed 1`. \
-         Node PSS = sum over ranks of `/proc/<pid>/smaps_rollup` Pss at the end (`summary.json`); peak node PSS = the highest such sum over the samples every rank takes at the same points (after setup, after every iteration, at the report); private = \
-         Pss_Anon, shared = Pss_Shmem.\n"
-    );
-    println!("## 1. The same case over ranks × threads (`train --iterations {it} --forward-passes {passes}`)\n");
-    let mut splits = vec![(1, 1, false), (1, 2, false), (2, 1, false), (2, 1, true)];
-    if !quick {
-        splits.extend([(1, 4, false), (2, 2, false), (4, 1, false), (4, 1, true)]);
-    }
-    splits_table(
-        &dir,
-        &case_path,
-        &["--iterations", it, "--forward-passes", passes],
-        &splits,
-    );
-    if issue {
-        println!("\n### The 16-core splits (oversubscribed on this machine), `--iterations 16 --forward-passes 64`\n");
-        splits_table(
-            &dir,
-            &case_path,
-            &["--iterations", "16", "--forward-passes", "64"],
-            &[(1, 16, false), (4, 4, false), (16, 1, false), (16, 1, true)],
-        );
-    }
-
+/// Section 2: node PSS against worker threads (one workspace each).
+fn threads_section(dir: &Path, case_path: &Path, it: &str, passes: &str, quick: bool) {
     println!("\n## 2. Threads: one workspace each\n");
     println!("| threads | node PSS | private |\n|---:|---:|---:|");
     let threads: &[usize] = if quick { &[1, 2, 4] } else { &[1, 2, 4, 8] };
@@ -254,7 +214,7 @@ fn main() {
     for &t in threads {
         let s = train_summary(
             &launcher(),
-            &case_path,
+            case_path,
             &dir.join(format!("threads_{t}")),
             1,
             t,
@@ -273,7 +233,11 @@ fn main() {
         mb(base),
         mb(per_thread)
     );
+}
 
+/// Section 3: one workspace's bytes against its active cuts; the fitted
+/// base and bytes per cut nonzero.
+fn workspace_section(case: &Case, quick: bool) -> (f64, f64) {
     println!("\n## 3. One workspace against the cuts it holds (in-process RSS growth over 8 workspaces)\n");
     println!("| active cuts | bytes / workspace | bytes / cut nonzero |\n|---:|---:|---:|");
     let cut_counts: &[usize] = if quick {
@@ -283,7 +247,7 @@ fn main() {
     };
     let mut ws_points = Vec::new();
     for &k in cut_counts {
-        let b = workspace_bytes(&case, k, 8);
+        let b = workspace_bytes(case, k, 8);
         let nnz = (k * (case.hydros.len() + 1)) as f64;
         ws_points.push((nnz, b));
         println!(
@@ -302,7 +266,12 @@ fn main() {
         mb(ws_base),
         ws_per_nz
     );
+    (ws_base, ws_per_nz)
+}
 
+/// Section 4: shared regions and node PSS over hydros, stages and cuts;
+/// each run's (cuts in the pool, active share).
+fn grid_section(dir: &Path, passes: &str, quick: bool) -> Vec<(f64, f64)> {
     println!("\n## 4. Stages, hydros and cuts (1 rank × 1 thread)\n");
     println!("| hydros | stages | iterations × passes | cuts in pool | active cuts | shared regions | node PSS |");
     println!("|---:|---:|---|---:|---:|---:|---:|");
@@ -329,7 +298,7 @@ fn main() {
             thermals: 5,
             seed: 1,
         };
-        let (p, _) = write_case(&dir, &spec);
+        let (p, _) = write_case(dir, &spec);
         let s = train_summary(
             &launcher(),
             &p,
@@ -365,8 +334,11 @@ fn main() {
         "\nfit: shared regions = {per_value:.2} bytes × cuts × (2 × hydros + 3) (the cut record \
          α, iteration, trajectory, β plus its trial point; 8 bytes each)"
     );
+    shares
+}
 
-    // 5. Projection.
+/// Section 5: the production projection from the measured costs.
+fn projection_section(shares: &[(f64, f64)], ws_base: f64, ws_per_nz: f64) {
     let (h, cuts, threads) = (160.0, 15_000.0, 192.0);
     let (largest_pool, measured_share) =
         shares
@@ -416,5 +388,53 @@ fn main() {
         "\nThe stage-LP cache itself is a few MB at these sizes. State = hydro volumes: upstream's \
          plan also counts 1,920 autoregressive inflow lags per cut, which this model does not have."
     );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let issue = std::env::args().any(|a| a == "--issue");
+    let dir = std::env::temp_dir().join(format!("cobre-shm-bench-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let spec = GenerateSpec {
+        hydros: 40,
+        stages: 24,
+        openings: 10,
+        thermals: 5,
+        seed: 1,
+    };
+    let (case_path, case) = write_case(&dir, &spec);
+    let (it, passes) = if quick { ("3", "8") } else { ("8", "32") };
+
+    println!("# Memory of the SDDP engine\n");
+    println!(
+        "Case: `cobre-shm generate --hydros 40 --stages 24 --openings 10 --thermals 5 --seed 1`. \
+         Node PSS = sum over ranks of `/proc/<pid>/smaps_rollup` Pss at the end (`summary.json`); peak node PSS = the highest such sum over the samples every rank takes at the same points (after setup, after every iteration, at the report); private = \
+         Pss_Anon, shared = Pss_Shmem.\n"
+    );
+    println!("## 1. The same case over ranks × threads (`train --iterations {it} --forward-passes {passes}`)\n");
+    let mut splits = vec![(1, 1, false), (1, 2, false), (2, 1, false), (2, 1, true)];
+    if !quick {
+        splits.extend([(1, 4, false), (2, 2, false), (4, 1, false), (4, 1, true)]);
+    }
+    splits_table(
+        &dir,
+        &case_path,
+        &["--iterations", it, "--forward-passes", passes],
+        &splits,
+    );
+    if issue {
+        println!("\n### The 16-core splits (oversubscribed on this machine), `--iterations 16 --forward-passes 64`\n");
+        splits_table(
+            &dir,
+            &case_path,
+            &["--iterations", "16", "--forward-passes", "64"],
+            &[(1, 16, false), (4, 4, false), (16, 1, false), (16, 1, true)],
+        );
+    }
+
+    threads_section(&dir, &case_path, it, passes, quick);
+    let (ws_base, ws_per_nz) = workspace_section(&case, quick);
+    let shares = grid_section(&dir, passes, quick);
+    projection_section(&shares, ws_base, ws_per_nz);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,6 +12,7 @@
 #[path = "common.rs"]
 mod common;
 
+use std::path::Path;
 use std::time::Instant;
 
 use cobre_comm::LocalBackend;
@@ -19,7 +20,7 @@ use cobre_shm::Comm;
 use cobre_shm_sddp::generate::GenerateSpec;
 use cobre_shm_sddp::lp::{build_stage, push_cut, Shape};
 use cobre_shm_sddp::{train, CutSelection, TrainOptions};
-use cobre_solver::{HighsSolver, RowBatch, SolverInterface, StageTemplate};
+use cobre_solver::{HighsProfile, HighsSolver, RowBatch, SolverInterface, StageTemplate};
 use serde_json::{json, Value};
 
 fn finite(v: &[f64]) -> Vec<f64> {
@@ -38,10 +39,20 @@ fn rss() -> f64 {
         * 1024.0
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let dir = std::env::temp_dir().join(format!("cobre-shm-bench-solver-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("work dir");
+/// The measured stage: its LP, the cuts a short training produced, the
+/// states and inflows the solves cycle through, and the run's sizes.
+struct Stage {
+    template: StageTemplate,
+    shape: Shape,
+    cuts: Vec<Vec<f64>>,
+    states: Vec<Vec<f64>>,
+    inflows: Vec<Vec<f64>>,
+    loads: usize,
+    solves: usize,
+}
+
+/// Train the 40-hydro case briefly and take stage 13 with every cut.
+fn stage(dir: &Path, quick: bool) -> Stage {
     let spec = GenerateSpec {
         hydros: 40,
         stages: 24,
@@ -49,7 +60,7 @@ fn main() {
         thermals: 5,
         seed: 1,
     };
-    let (_, case) = common::write_case(&dir, &spec);
+    let (_, case) = common::write_case(dir, &spec);
     let mut opts = TrainOptions::from_case(&case, 2);
     opts.iterations = if quick { 4 } else { 16 };
     opts.forward_passes = 32;
@@ -80,15 +91,27 @@ fn main() {
                 .collect()
         })
         .collect();
-    let (off, _) = case.tree_offsets();
     let mut tree = vec![0.0; case.openings(t) * case.hydros.len()];
     case.fill_stage_inflows(t, &mut tree);
-    let _ = off;
     let inflows: Vec<Vec<f64>> = tree
         .chunks(case.hydros.len())
         .map(<[f64]>::to_vec)
         .collect();
     let (loads, solves) = if quick { (30, 400) } else { (300, 3000) };
+    Stage {
+        template,
+        shape,
+        cuts,
+        states,
+        inflows,
+        loads,
+        solves,
+    }
+}
+
+/// Write the stage as the JSON the highs-sys binary reads.
+fn write_stage(stage: &Stage, path: &Path) {
+    let template = &stage.template;
     let data = json!({
         "cols": template.num_cols,
         "col_starts": template.col_starts,
@@ -99,41 +122,21 @@ fn main() {
         "objective": template.objective,
         "row_lower": finite(&template.row_lower),
         "row_upper": finite(&template.row_upper),
-        "hydros": shape.hydros,
-        "theta": shape.theta,
-        "cuts": cuts,
-        "states": states,
-        "inflows": inflows,
-        "loads": loads,
-        "solves": solves,
+        "hydros": stage.shape.hydros,
+        "theta": stage.shape.theta,
+        "cuts": stage.cuts,
+        "states": stage.states,
+        "inflows": stage.inflows,
+        "loads": stage.loads,
+        "solves": stage.solves,
     });
-    let path = dir.join("stage.json");
-    std::fs::write(&path, data.to_string()).expect("write stage.json");
+    std::fs::write(path, data.to_string()).expect("write stage.json");
+}
 
-    // cobre-solver, the same procedure as benches/solver-choice/src/main.rs.
-    let mut batch = RowBatch {
-        num_rows: 0,
-        row_starts: Vec::new(),
-        col_indices: Vec::new(),
-        values: Vec::new(),
-        row_lower: Vec::new(),
-        row_upper: Vec::new(),
-    };
-    for c in &cuts {
-        push_cut(&mut batch, &shape, c[0], &c[1..]);
-    }
-    let nh = shape.hydros;
-    let rows: Vec<usize> = (0..nh).collect();
-    let mut rhs = vec![0.0; nh];
-    let set = |s: &mut HighsSolver, i: usize, rhs: &mut Vec<f64>| {
-        let (x, a) = (&states[i % states.len()], &inflows[i % inflows.len()]);
-        for h in 0..nh {
-            rhs[h] = x[h] + a[h];
-        }
-        s.set_row_bounds(&rows, rhs, rhs);
-    };
+/// The engine's HiGHS options, changed by `COBRE_SHM_PROFILE` for
+/// experiments (e.g. `scale=1,perturb=1,edge=-1`).
+fn profile() -> HighsProfile {
     let mut profile = cobre_shm_sddp::workspace::engine_profile();
-    // Experiments: COBRE_SHM_PROFILE="scale=1,perturb=1,edge=-1".
     if let Ok(spec) = std::env::var("COBRE_SHM_PROFILE") {
         for kv in spec.split(',').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').expect("key=value");
@@ -153,13 +156,51 @@ fn main() {
             }
         }
     }
+    profile
+}
+
+/// The stage through cobre-solver, the same procedure as
+/// benches/solver-choice/src/main.rs: loads, cold and warm solves, memory.
+fn measure_cobre_solver(stage: &Stage) -> Value {
+    let Stage {
+        template,
+        shape,
+        cuts,
+        states,
+        inflows,
+        loads,
+        solves,
+    } = stage;
+    let (loads, solves) = (*loads, *solves);
+    let profile = profile();
+    let mut batch = RowBatch {
+        num_rows: 0,
+        row_starts: Vec::new(),
+        col_indices: Vec::new(),
+        values: Vec::new(),
+        row_lower: Vec::new(),
+        row_upper: Vec::new(),
+    };
+    for c in cuts {
+        push_cut(&mut batch, shape, c[0], &c[1..]);
+    }
+    let nh = shape.hydros;
+    let rows: Vec<usize> = (0..nh).collect();
+    let mut rhs = vec![0.0; nh];
+    let set = |s: &mut HighsSolver, i: usize, rhs: &mut Vec<f64>| {
+        let (x, a) = (&states[i % states.len()], &inflows[i % inflows.len()]);
+        for h in 0..nh {
+            rhs[h] = x[h] + a[h];
+        }
+        s.set_row_bounds(&rows, rhs, rhs);
+    };
     let fresh = || {
         let mut s = HighsSolver::new().expect("HiGHS");
         s.apply_profile(&profile);
         s
     };
     let load = |s: &mut HighsSolver| {
-        s.load_model(&template);
+        s.load_model(template);
         s.add_rows(&batch);
     };
     let mut s = fresh();
@@ -212,7 +253,7 @@ fn main() {
         .collect();
     let bytes = (rss() - before) / held.len() as f64;
     drop(held);
-    let ours = json!({
+    json!({
         "solver": format!("cobre-solver 0.18 (HiGHS {})", cobre_solver::highs_version()),
         "load_us": load_us,
         "load_cold_solve_us": load_cold_us,
@@ -222,26 +263,35 @@ fn main() {
         "bytes_per_instance": bytes,
         "cold_objective_sum": cold_obj,
         "warm_objective_sum": warm_obj,
-    });
+    })
+}
+
+/// The same stage through the highs-sys binary, when it was built.
+fn measure_highs_sys(path: &Path) -> Option<Value> {
     let own_bin = std::env::var("COBRE_SHM_SOLVER_CHOICE_OWN").unwrap_or_else(|_| {
         format!(
             "{}/.cache/cobre-shm/solver-choice-target/release/solver-choice-highs-sys",
             std::env::var("HOME").unwrap_or_default()
         )
     });
-    let theirs: Option<Value> = std::process::Command::new(&own_bin)
-        .arg(&path)
+    std::process::Command::new(&own_bin)
+        .arg(path)
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+}
+
+/// The table, one column per solver, and whether their optima agree.
+fn print_table(stage: &Stage, ours: &Value, theirs: Option<&Value>) {
+    let (template, cuts, loads, solves) = (&stage.template, &stage.cuts, stage.loads, stage.solves);
     println!(
         "## Stage 13 of the 40-hydro case with {} cuts ({} columns, {} structural rows); {loads} loads, {solves} warm solves\n",
         cuts.len(),
         template.num_cols,
         template.num_rows
     );
-    let cols: Vec<&Value> = std::iter::once(&ours).chain(theirs.as_ref()).collect();
+    let cols: Vec<&Value> = std::iter::once(ours).chain(theirs).collect();
     print!("| |");
     for c in &cols {
         print!(" {} |", c["solver"].as_str().unwrap_or("?"));
@@ -284,7 +334,7 @@ fn main() {
         }
         println!();
     }
-    if let Some(t) = &theirs {
+    if let Some(t) = theirs {
         let rel = |k: &str| {
             let (a, b) = (
                 ours[k].as_f64().unwrap_or(0.0),
@@ -300,5 +350,17 @@ fn main() {
     } else {
         println!("\n(highs-sys column: run benches/solver-choice/build.sh first)");
     }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let dir = std::env::temp_dir().join(format!("cobre-shm-bench-solver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let stage = stage(&dir, quick);
+    let path = dir.join("stage.json");
+    write_stage(&stage, &path);
+    let ours = measure_cobre_solver(&stage);
+    let theirs = measure_highs_sys(&path);
+    print_table(&stage, &ours, theirs.as_ref());
     let _ = std::fs::remove_dir_all(dir);
 }
