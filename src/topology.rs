@@ -40,15 +40,24 @@ pub fn cpuset_cpus() -> Option<usize> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let (dir, v1) = cpuset_dir(&cgroup, &mountinfo)?;
+    cpuset_size(&dir, v1)
+}
+
+/// CPUs of the cpuset in `dir` (a cgroup directory of a v1 or v2 hierarchy).
+fn cpuset_size(dir: &std::path::Path, v1: bool) -> Option<usize> {
     let files: &[&str] = if v1 {
         &["cpuset.effective_cpus", "cpuset.cpus"]
     } else {
         &["cpuset.cpus.effective"]
     };
-    files.iter().find_map(|f| {
-        let list = std::fs::read_to_string(dir.join(f)).ok()?;
-        let n = numa::parse_list(&list).ok()?.len();
-        (n > 0).then_some(n)
+    // A v2 cgroup without the cpuset controller has no such file and runs
+    // on its nearest ancestor's CPUs.
+    dir.ancestors().find_map(|d| {
+        files.iter().find_map(|f| {
+            let list = std::fs::read_to_string(d.join(f)).ok()?;
+            let n = numa::parse_list(&list).ok()?.len();
+            (n > 0).then_some(n)
+        })
     })
 }
 
@@ -515,6 +524,24 @@ pub fn bind_memory(node: u32, strict: bool) -> Result<MemBinding, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_without_the_cpuset_controller_counts_its_ancestors_cpus() {
+        let root = std::env::temp_dir().join(format!("cobre-shm-cpuset-{}", std::process::id()));
+        let leaf = root.join("job.slice/step");
+        std::fs::create_dir_all(&leaf).expect("dirs");
+        std::fs::write(root.join("cpuset.cpus.effective"), "0-63\n").expect("write");
+        std::fs::write(root.join("job.slice/cpuset.cpus.effective"), "4-7,12\n").expect("write");
+        assert_eq!(cpuset_size(&leaf, false), Some(5));
+        std::fs::write(leaf.join("cpuset.cpus.effective"), "9\n").expect("write");
+        assert_eq!(cpuset_size(&leaf, false), Some(1));
+        // v1 names; an empty list is no answer.
+        std::fs::write(leaf.join("cpuset.effective_cpus"), "\n").expect("write");
+        std::fs::write(leaf.join("cpuset.cpus"), "0-1\n").expect("write");
+        assert_eq!(cpuset_size(&leaf, true), Some(2));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(cpuset_size(&leaf, false), None);
+    }
 
     #[test]
     fn the_cpuset_directory_is_found_in_v1_v2_and_containers() {
