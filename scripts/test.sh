@@ -18,11 +18,14 @@ if pkg-config --exists mpich 2>/dev/null || pkg-config --exists ompi 2>/dev/null
   echo "test: MPI found: running the suite again with --features mpi"
   cargo clippy --release --workspace --all-targets --features mpi -- -D warnings
   cargo build --release --workspace --features mpi
-  # What the feature changes: the communicator (its unit and doc tests,
-  # the conformance suite with MPI's narrower CommData), the HiGHS check,
-  # and the shm-vs-MPI comparison. The rest ran above on the same code.
+  # What the feature changes: the communicator (its unit and doc tests, and
+  # its examples, which tests/mpi.rs runs under mpiexec), the conformance
+  # suite with MPI's narrower CommData, the HiGHS check, and the shm-vs-MPI
+  # comparison. The rest ran above on the same code. The test package is
+  # built --workspace: alone it resolves its dependencies' features
+  # differently and rebuilds them (HiGHS included), minutes on a fresh machine.
   cargo test --release --features mpi -p cobre-shm
-  cargo test --release --features mpi -p cobre-shm-tests --test mpi --test conformance --test highs_clash
+  cargo test --release --workspace --features mpi --test mpi --test conformance --test highs_clash
 else
   echo "test: NOTICE: no MPI installed: skipping the --features mpi run (scripts/install-mpi.sh installs Open MPI and MPICH)"
 fi
