@@ -264,6 +264,8 @@ impl Job {
         // The whole slot, whatever this machine's CPU count: protocol tests
         // cover every eager size.
         cfg.eager_max_bytes = Some(cobre_shm_layout::EAGER_BYTES);
+        // The online CPUs, not the cpuset: Miri cannot open cgroup files.
+        cfg.job_cpus = Some(crate::topology::online_cpus());
         Self::new(control, &cfg, Vec::new())
     }
 
