@@ -18,9 +18,9 @@ use std::time::Instant;
 use cobre_comm::LocalBackend;
 use cobre_shm::Comm;
 use cobre_shm_sddp::generate::GenerateSpec;
-use cobre_shm_sddp::lp::{build_stage, push_cut, Shape};
+use cobre_shm_sddp::lp::{build_stage, empty_batch, push_cut, Shape};
 use cobre_shm_sddp::{train, CutSelection, TrainOptions};
-use cobre_solver::{HighsProfile, HighsSolver, RowBatch, SolverInterface, StageTemplate};
+use cobre_solver::{HighsProfile, HighsSolver, SolverInterface, StageTemplate};
 use serde_json::{json, Value};
 
 fn finite(v: &[f64]) -> Vec<f64> {
@@ -173,14 +173,7 @@ fn measure_cobre_solver(stage: &Stage) -> Value {
     } = stage;
     let (loads, solves) = (*loads, *solves);
     let profile = profile();
-    let mut batch = RowBatch {
-        num_rows: 0,
-        row_starts: Vec::new(),
-        col_indices: Vec::new(),
-        values: Vec::new(),
-        row_lower: Vec::new(),
-        row_upper: Vec::new(),
-    };
+    let mut batch = empty_batch();
     for c in cuts {
         push_cut(&mut batch, shape, c[0], &c[1..]);
     }

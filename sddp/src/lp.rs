@@ -224,6 +224,20 @@ pub fn build_stage(case: &Case, shape: &Shape, t: usize, out: &mut StageTemplate
     out.row_scale.clear();
 }
 
+/// A batch of no rows, to fill with [`push_cut`] (cobre-solver has no
+/// constructor for one).
+#[must_use]
+pub fn empty_batch() -> RowBatch {
+    RowBatch {
+        num_rows: 0,
+        row_starts: Vec::new(),
+        col_indices: Vec::new(),
+        values: Vec::new(),
+        row_lower: Vec::new(),
+        row_upper: Vec::new(),
+    }
+}
+
 /// Append the cut `θ − β·v ≥ α` (a pool record's `α` and `β`) to `batch`.
 pub fn push_cut(batch: &mut RowBatch, shape: &Shape, alpha: f64, beta: &[f64]) {
     if batch.row_starts.is_empty() {

@@ -23,7 +23,7 @@ use cobre_solver::{
 
 use crate::cache::StageCache;
 use crate::engine::EngineComm;
-use crate::lp::{push_cut, Shape};
+use crate::lp::{empty_batch, push_cut, Shape};
 use crate::pool::CutPool;
 use crate::selection::Selector;
 
@@ -259,14 +259,7 @@ impl Workspace {
             solver: new_solver(&engine_profile())?,
             shape: shape.clone(),
             template: StageTemplate::empty(),
-            cuts: RowBatch {
-                num_rows: 0,
-                row_starts: Vec::new(),
-                col_indices: Vec::new(),
-                values: Vec::new(),
-                row_lower: Vec::new(),
-                row_upper: Vec::new(),
-            },
+            cuts: empty_batch(),
             slots: Vec::new(),
             stage: usize::MAX,
             rows_index: (0..shape.hydros).collect(),
