@@ -18,6 +18,18 @@ pub fn launcher() -> PathBuf {
         .expect("build the launcher first: cargo build --release")
 }
 
+/// The 40-hydro case the memory and solver-choice benches measure
+/// (`cobre-shm generate --hydros 40 --stages 24 --openings 10 --thermals 5 --seed 1`).
+pub fn forty_hydros() -> GenerateSpec {
+    GenerateSpec {
+        hydros: 40,
+        stages: 24,
+        openings: 10,
+        thermals: 5,
+        seed: 1,
+    }
+}
+
 /// Write the generated case of `spec` into `dir`; its path and the case.
 pub fn write_case(dir: &Path, spec: &GenerateSpec) -> (PathBuf, Case) {
     let text = serde_json::to_string(&generate(spec)).expect("serialise");

@@ -395,13 +395,7 @@ fn main() {
     let issue = std::env::args().any(|a| a == "--issue");
     let dir = std::env::temp_dir().join(format!("cobre-shm-bench-mem-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
-    let spec = GenerateSpec {
-        hydros: 40,
-        stages: 24,
-        openings: 10,
-        thermals: 5,
-        seed: 1,
-    };
+    let spec = common::forty_hydros();
     let (case_path, case) = write_case(&dir, &spec);
     let (it, passes) = if quick { ("3", "8") } else { ("8", "32") };
 

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use cobre_comm::LocalBackend;
 use cobre_shm::Comm;
-use cobre_shm_sddp::generate::GenerateSpec;
 use cobre_shm_sddp::lp::{build_stage, empty_batch, push_cut, Shape};
 use cobre_shm_sddp::{train, CutSelection, TrainOptions};
 use cobre_solver::{HighsProfile, HighsSolver, SolverInterface, StageTemplate};
@@ -53,13 +52,7 @@ struct Stage {
 
 /// Train the 40-hydro case briefly and take stage 13 with every cut.
 fn stage(dir: &Path, quick: bool) -> Stage {
-    let spec = GenerateSpec {
-        hydros: 40,
-        stages: 24,
-        openings: 10,
-        thermals: 5,
-        seed: 1,
-    };
+    let spec = common::forty_hydros();
     let (_, case) = common::write_case(dir, &spec);
     let mut opts = TrainOptions::from_case(&case, 2);
     opts.iterations = if quick { 4 } else { 16 };
