@@ -488,6 +488,28 @@ fn ranks_stay_inside_the_launchers_affinity_mask() {
 struct CpusetOfCpu0(PathBuf);
 
 impl CpusetOfCpu0 {
+    /// One for a test that needs `cpus` CPUs (2 or more) and root; `None`,
+    /// with a notice, where that or a cpuset controller is missing.
+    fn for_test(cpus: usize) -> Option<Self> {
+        if !is_root() || cpus < 2 {
+            println!("NOTICE: needs root and 2 CPUs to make a cpuset; skipped");
+            return None;
+        }
+        Self::create()
+            .map_err(|e| println!("NOTICE: cannot make a cpuset here ({e}); skipped"))
+            .ok()
+    }
+
+    /// Whether the shell that was to join the cpuset could not (it exits
+    /// 97 then); says so in a notice.
+    fn not_joined(o: &Output) -> bool {
+        let failed = o.status.code() == Some(97);
+        if failed {
+            println!("NOTICE: cannot join a cpuset here ({}); skipped", text(o));
+        }
+        failed
+    }
+
     fn create() -> Result<Self, String> {
         // One per test: tests of this binary make theirs at the same time.
         static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -541,16 +563,8 @@ impl Drop for CpusetOfCpu0 {
 fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
     // A batch system's (or a container's) cpuset: binding a rank to a CPU
     // outside it fails, so the launcher must place ranks inside it.
-    if !is_root() || cobre_shm::topology::online_cpus() < 2 {
-        println!("NOTICE: needs root and 2 CPUs to make a cpuset; skipped");
+    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::topology::online_cpus()) else {
         return;
-    }
-    let cpuset = match CpusetOfCpu0::create() {
-        Ok(c) => c,
-        Err(e) => {
-            println!("NOTICE: cannot make a cpuset here ({e}); skipped");
-            return;
-        }
     };
     let o = Command::new("sh")
         .args([
@@ -562,8 +576,7 @@ fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
         .env("WHERE", WHERE)
         .output()
         .expect("sh");
-    if o.status.code() == Some(97) {
-        println!("NOTICE: cannot join a cpuset here ({}); skipped", text(&o));
+    if CpusetOfCpu0::not_joined(&o) {
         return;
     }
     assert_eq!(where_lines(&o), ON_CPU_0);
@@ -575,16 +588,8 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
     // container's or batch job's cpuset share its CPUs, not the machine's.
     // The rank outside the test's cpuset must see 2 CPUs or more.
     let here = cobre_shm::topology::cpuset_cpus().unwrap_or(usize::MAX);
-    if !is_root() || cobre_shm::topology::online_cpus().min(here) < 2 {
-        println!("NOTICE: needs root and 2 CPUs to make a cpuset; skipped");
+    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::topology::online_cpus().min(here)) else {
         return;
-    }
-    let cpuset = match CpusetOfCpu0::create() {
-        Ok(c) => c,
-        Err(e) => {
-            println!("NOTICE: cannot make a cpuset here ({e}); skipped");
-            return;
-        }
     };
     let exe = std::env::current_exe().expect("test binary");
     const ARGS: &str = "rank_entry --exact --ignored --nocapture -q";
@@ -613,8 +618,7 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
         ),
         &name,
     );
-    if o.status.code() == Some(97) {
-        println!("NOTICE: cannot join a cpuset here ({}); skipped", text(&o));
+    if CpusetOfCpu0::not_joined(&o) {
         return;
     }
     let out = String::from_utf8_lossy(&o.stdout);
