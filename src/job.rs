@@ -93,8 +93,10 @@ impl Job {
             .checked_add(cfg.attach_timeout)
             .unwrap_or_else(Instant::now);
         let creating = cfg.creator_pid.is_none() && cfg.rank == 0;
+        // Read once: it may read the cgroup files.
+        let cpus = cfg.cpus();
         let control = if creating {
-            let staging = cfg.staging(cfg.cpus(), crate::os::segment::shm_free_bytes());
+            let staging = cfg.staging(cpus, crate::os::segment::shm_free_bytes());
             Control::create(&cfg.name, cfg.size, staging, cfg.mempolicy.code())?
         } else {
             Control::open(&cfg.name, deadline, cfg.creator_pid)?
@@ -104,7 +106,7 @@ impl Job {
         } else {
             Vec::new()
         };
-        let mut job = Self::new(control, cfg, linked);
+        let mut job = Self::new(control, cfg, cpus, linked);
         if let Err(e) = job.claim_and_handshake(cfg) {
             job.unlink_linked();
             // We attached, so the segment is this job's; with its creator
@@ -221,9 +223,9 @@ impl Job {
         }))
     }
 
-    fn new(control: Control, cfg: &ShmConfig, linked: Vec<String>) -> Self {
+    /// The job of `cfg` on `control`, whose ranks share `cpus` CPUs.
+    fn new(control: Control, cfg: &ShmConfig, cpus: usize, linked: Vec<String>) -> Self {
         let info = control.info();
-        let cpus = cfg.cpus();
         let planned = cfg.barrier.resolve(cfg.size, cpus);
         let tree = planned == BarrierShape::Tree;
         Self {
@@ -265,8 +267,8 @@ impl Job {
         // cover every eager size.
         cfg.eager_max_bytes = Some(cobre_shm_layout::EAGER_BYTES);
         // The online CPUs, not the cpuset: Miri cannot open cgroup files.
-        cfg.job_cpus = Some(crate::topology::online_cpus());
-        Self::new(control, &cfg, Vec::new())
+        let cpus = crate::topology::online_cpus();
+        Self::new(control, &cfg, cpus, Vec::new())
     }
 
     fn claim_and_handshake(&self, cfg: &ShmConfig) -> Result<(), ShmError> {
