@@ -116,6 +116,15 @@ impl ShmBackend {
         self.job.barrier_choice()
     }
 
+    /// CPUs this rank counts for the job: `COBRE_SHM_JOB_CPUS` (the launcher
+    /// sets it) or its cpuset's CPUs, fewer when the ranks' affinity masks,
+    /// compared at attach, leave fewer ranks a CPU of their own. Ranks that
+    /// outnumber it wait by yielding instead of spinning.
+    #[must_use]
+    pub fn job_cpus(&self) -> usize {
+        self.job.cpus
+    }
+
     /// Bytes of each of the job's two staging buffers (chosen by the
     /// segment's creator, [`ShmConfig::staging`]).
     #[must_use]

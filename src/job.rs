@@ -17,6 +17,7 @@ use crate::control::Control;
 use crate::error::ShmError;
 use crate::os::segment::Segment;
 use crate::sync::{Barrier, Failure, OpKind, Signature, ATTACH_OP};
+use crate::topology;
 
 /// A rank attached to a job's control segment.
 #[derive(Debug)]
@@ -46,6 +47,9 @@ pub(crate) struct Job {
     /// Broadcasts of at most this many bytes are eager (the same on every
     /// rank: it is part of the attach handshake's signature).
     pub(crate) eager_max: usize,
+    /// CPUs this rank counts for the job: [`ShmConfig::cpus`], lowered when
+    /// the ranks' affinity masks leave fewer ranks a CPU of their own.
+    pub(crate) cpus: usize,
     /// Whether a thread of this process is inside a collective (see
     /// [`Job::serial`]).
     inside: AtomicBool,
@@ -121,6 +125,12 @@ impl Job {
             let _ = Segment::unlink(&cfg.name);
             job.forget_linked(&cfg.name);
         }
+        let placed = job
+            .ranks_with_own_cpu(cfg)
+            .map_err(|e| ShmError::Aborted(e.to_string()))?;
+        if let Some(placed) = placed.filter(|&p| p < cpus) {
+            job.adopt_cpus(cfg, placed);
+        }
         job.cma = job
             .probe_cma(cfg.cma_min_bytes)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
@@ -175,6 +185,62 @@ impl Job {
             tree: self.sync.is_tree(),
             measured: self.barrier_timings,
         }
+    }
+
+    /// How many ranks can each have a CPU of their own, judged from every
+    /// rank's affinity mask ([`topology::ranks_with_own_cpu`]), exchanged in
+    /// one gather; `None` when some rank was told its job's CPUs
+    /// (`COBRE_SHM_JOB_CPUS`, which the launcher sets) or cannot read its
+    /// mask. Ranks started by hand under one narrow `taskset` learn here that
+    /// they share CPUs although their cpuset is larger.
+    fn ranks_with_own_cpu(&self, cfg: &ShmConfig) -> Result<Option<usize>, CommError> {
+        /// Mask words: CPUs 0–1023, what `sched_getaffinity` reports here.
+        const WORDS: usize = 16;
+        if self.size == 1 {
+            return Ok(None);
+        }
+        let mut mine = [0u64; WORDS + 1];
+        let known = cfg
+            .job_cpus
+            .is_none()
+            .then(topology::allowed_cpus)
+            .flatten();
+        if let Some(cpus) = known {
+            mine[0] = 1;
+            for cpu in cpus {
+                if let Some(word) = mine.get_mut(1 + cpu as usize / 64) {
+                    *word |= 1 << (cpu % 64);
+                }
+            }
+        }
+        let sig = Signature::new(OpKind::Attach).mix(0xAFF1).finish();
+        let all = self.exchange_words(mine, sig, "attach (comparing CPU masks)")?;
+        if all.iter().any(|w| w[0] == 0) {
+            return Ok(None);
+        }
+        let masks: Vec<Vec<u32>> = all
+            .iter()
+            .map(|w| {
+                (0..WORDS * 64)
+                    .filter(|&c| w[1 + c / 64] >> (c % 64) & 1 == 1)
+                    .filter_map(|c| u32::try_from(c).ok())
+                    .collect()
+            })
+            .collect();
+        Ok(Some(topology::ranks_with_own_cpu(&masks)))
+    }
+
+    /// Settle the choices that depend on the CPU count — the wait policy,
+    /// the barrier shape, the eager limit — for `cpus`, fewer than counted
+    /// before the ranks compared masks. Every rank ends with the smaller of
+    /// its own count and the same compared figure, so their verdicts on
+    /// whether ranks outnumber CPUs (all these choices follow it) still agree.
+    fn adopt_cpus(&mut self, cfg: &ShmConfig, cpus: usize) {
+        self.planned = cfg.barrier.resolve(cfg.size, cpus);
+        self.sync.set_tree(self.planned == BarrierShape::Tree);
+        self.sync.policy = cfg.wait_policy(cpus);
+        self.eager_max = cfg.eager_max(cpus);
+        self.cpus = cpus;
     }
 
     /// Whether every rank can read every other rank's memory (same user,
@@ -245,9 +311,10 @@ impl Job {
             stream: cfg.stream_range(if cfg!(miri) {
                 None
             } else {
-                crate::topology::l2_cache_bytes()
+                topology::l2_cache_bytes()
             }),
             eager_max: cfg.eager_max(cpus),
+            cpus,
             inside: AtomicBool::new(false),
         }
     }
@@ -267,7 +334,7 @@ impl Job {
         // cover every eager size.
         cfg.eager_max_bytes = Some(cobre_shm_layout::EAGER_BYTES);
         // The online CPUs, not the cpuset: Miri cannot open cgroup files.
-        let cpus = crate::topology::online_cpus();
+        let cpus = topology::online_cpus();
         Self::new(control, &cfg, cpus, Vec::new())
     }
 

@@ -32,6 +32,48 @@ pub fn allowed_cpus() -> Option<Vec<u32>> {
     (!cpus.is_empty()).then_some(cpus)
 }
 
+/// How many of the ranks whose affinity masks are `masks` (one list of
+/// CPUs per rank) can each run on a CPU no other of them needs: the size of
+/// a largest matching of ranks to CPUs of their masks. Below the number of
+/// ranks, some must share a CPU however the scheduler places them (two ranks
+/// under one `taskset -c 0`, say), even when the masks' union is larger.
+#[must_use]
+pub fn ranks_with_own_cpu(masks: &[Vec<u32>]) -> usize {
+    /// Give `rank` a free CPU of its mask, else one whose rank can move to
+    /// another CPU of its own mask (an augmenting path; `seen` marks the
+    /// CPUs already tried). Free CPUs first keeps unbound jobs linear.
+    fn place(
+        rank: usize,
+        masks: &[Vec<u32>],
+        owner: &mut std::collections::HashMap<u32, usize>,
+        seen: &mut std::collections::HashSet<u32>,
+    ) -> bool {
+        let mask = &masks[rank];
+        if let Some(&cpu) = mask.iter().find(|c| !owner.contains_key(c)) {
+            owner.insert(cpu, rank);
+            return true;
+        }
+        for &cpu in mask {
+            let Some(&other) = owner.get(&cpu) else {
+                continue;
+            };
+            if seen.insert(cpu) && place(other, masks, owner, seen) {
+                owner.insert(cpu, rank);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    (0..masks.len())
+        .filter(|&rank| {
+            seen.clear();
+            place(rank, masks, &mut owner, &mut seen)
+        })
+        .count()
+}
+
 /// Number of CPUs in this process's cpuset cgroup (v1 or v2): what a
 /// container or a batch job was given, which a `taskset` of one rank inside
 /// it does not narrow; `None` when no cpuset can be read.
@@ -524,6 +566,28 @@ pub fn bind_memory(node: u32, strict: bool) -> Result<MemBinding, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranks_get_their_own_cpu_only_where_the_masks_allow_it() {
+        let m = |lists: &[&[u32]]| lists.iter().map(|l| l.to_vec()).collect::<Vec<_>>();
+        // Unbound ranks on 4 CPUs; more ranks than CPUs.
+        assert_eq!(ranks_with_own_cpu(&vec![vec![0, 1, 2, 3]; 4]), 4);
+        assert_eq!(ranks_with_own_cpu(&vec![vec![0, 1]; 3]), 2);
+        // Two ranks under one `taskset -c 0`; each on its own CPU.
+        assert_eq!(ranks_with_own_cpu(&m(&[&[0], &[0]])), 1);
+        assert_eq!(ranks_with_own_cpu(&m(&[&[0], &[1]])), 2);
+        // The union has three CPUs, but two ranks can only use CPU 0.
+        assert_eq!(ranks_with_own_cpu(&m(&[&[0], &[0], &[1, 2]])), 2);
+        // Greedy placement would give rank 0 CPU 0 and leave rank 1 none:
+        // rank 0 must move to CPU 1.
+        assert_eq!(ranks_with_own_cpu(&m(&[&[0, 1], &[0]])), 2);
+        assert_eq!(ranks_with_own_cpu(&m(&[&[0, 1], &[0, 2], &[0]])), 3);
+        assert_eq!(ranks_with_own_cpu(&m(&[&[1, 0], &[2, 1], &[2]])), 3);
+        assert_eq!(ranks_with_own_cpu(&[]), 0);
+        // Large unbound jobs stay quick (free CPUs are taken first).
+        let all: Vec<u32> = (0..1024).collect();
+        assert_eq!(ranks_with_own_cpu(&vec![all; 1024]), 1024);
+    }
 
     #[test]
     fn a_cgroup_without_the_cpuset_controller_counts_its_ancestors_cpus() {

@@ -114,8 +114,10 @@ fn rank_entry() {
         "report_cpus" => {
             // What this rank counts as the job's CPUs, after a barrier.
             comm.barrier().expect("barrier");
-            let cfg = cobre_shm::ShmConfig::from_env().expect("config");
-            println!("CPUS {}", cfg.cpus());
+            let cobre_shm::Comm::Shm(shm) = &comm else {
+                panic!("not the shm backend")
+            };
+            println!("CPUS {}", shm.job_cpus());
         }
         "busy_rank0" => {
             comm.barrier().expect("barrier");
@@ -643,6 +645,55 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
     assert!(all.contains("settings mismatch at attach"), "{all}");
     assert!(!all.lines().any(|l| l.starts_with("CPUS ")), "{all}");
     common::assert_no_leftovers(&name);
+}
+
+#[test]
+fn hand_started_ranks_under_one_taskset_share_its_cpus() {
+    // Ranks started by hand under `taskset` count what their affinity masks
+    // leave them, compared at attach: two ranks on CPU 0 share one CPU (and
+    // yield instead of spinning) although their cpuset has more.
+    let here = cobre_shm::topology::cpuset_cpus().unwrap_or(usize::MAX);
+    let cpus = cobre_shm::topology::online_cpus().min(here);
+    let allowed = cobre_shm::topology::allowed_cpus().unwrap_or_default();
+    let [a, b, ..] = allowed[..] else {
+        println!("NOTICE: fewer than two CPUs allowed here; taskset test skipped");
+        return;
+    };
+    if cpus < 2 {
+        println!("NOTICE: the cpuset here has one CPU; taskset test skipped");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let by_hand = |tag: &str, masks: [u32; 2], job_cpus: Option<&str>| {
+        let name = common::unique_name(tag);
+        let script = format!(
+            r#"COBRE_SHM_RANK=0 taskset -c {} "$T" rank_entry --exact --ignored --nocapture -q & COBRE_SHM_RANK=1 taskset -c {} "$T" rank_entry --exact --ignored --nocapture -q; wait $!"#,
+            masks[0], masks[1]
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script])
+            .env("T", &exe)
+            .env("COBRE_SHM_NAME", &name)
+            .env("COBRE_SHM_SIZE", "2")
+            .env("COBRE_SHM_ATTACH_TIMEOUT_SECS", "10")
+            .env("COBRE_TEST_CASE", "report_cpus")
+            .env_remove("COBRE_SHM_JOB_CPUS")
+            .stdin(Stdio::null());
+        if let Some(n) = job_cpus {
+            cmd.env("COBRE_SHM_JOB_CPUS", n);
+        }
+        let o = cmd.output().expect("sh");
+        common::assert_no_leftovers(&name);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let seen: Vec<&str> = out.lines().filter(|l| l.starts_with("CPUS ")).collect();
+        assert_eq!(seen.len(), 2, "{}", text(&o));
+        assert_eq!(seen[0], seen[1], "{}", text(&o));
+        seen[0].to_string()
+    };
+    assert_eq!(by_hand("taskset-same", [a, a], None), "CPUS 1");
+    assert_eq!(by_hand("taskset-own", [a, b], None), format!("CPUS {cpus}"));
+    // A figure the user gives wins over the masks.
+    assert_eq!(by_hand("taskset-told", [a, a], Some("2")), "CPUS 2");
 }
 
 // ---- Numbers
