@@ -116,10 +116,11 @@ impl ShmBackend {
         self.job.barrier_choice()
     }
 
-    /// CPUs this rank counts for the job: `COBRE_SHM_JOB_CPUS` (the launcher
-    /// sets it) or its cpuset's CPUs, fewer when the ranks' affinity masks,
-    /// compared at attach, leave fewer ranks a CPU of their own. Ranks that
-    /// outnumber it wait by yielding instead of spinning.
+    /// CPUs the job counts on, the same on every rank:
+    /// `COBRE_SHM_JOB_CPUS` when given (the launcher gives it), else how many
+    /// ranks their affinity masks, compared at attach, leave a CPU of their
+    /// own (at most the job's size), else the fewest CPUs of any rank's
+    /// cpuset. When ranks outnumber it they yield instead of spinning.
     #[must_use]
     pub fn job_cpus(&self) -> usize {
         self.job.cpus

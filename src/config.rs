@@ -494,7 +494,9 @@ impl ShmConfig {
     /// CPUs the whole job may run on: [`Self::job_cpus`] (the launcher sets
     /// it), else the CPUs of this process's cpuset (a container's or batch
     /// job's, which every rank started inside it shares even when each is
-    /// bound to one CPU), else the online CPUs.
+    /// bound to one CPU), else the online CPUs. A job's ranks settle on one
+    /// figure at attach, from this and their affinity masks
+    /// ([`crate::ShmBackend::job_cpus`]).
     #[must_use]
     pub fn cpus(&self) -> usize {
         self.job_cpus

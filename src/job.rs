@@ -47,8 +47,8 @@ pub(crate) struct Job {
     /// Broadcasts of at most this many bytes are eager (the same on every
     /// rank: it is part of the attach handshake's signature).
     pub(crate) eager_max: usize,
-    /// CPUs this rank counts for the job: [`ShmConfig::cpus`], lowered when
-    /// the ranks' affinity masks leave fewer ranks a CPU of their own.
+    /// CPUs the job counts on, the same on every rank (see
+    /// [`Job::agree_on_cpus`]); ranks outnumbering it share CPUs.
     pub(crate) cpus: usize,
     /// Whether a thread of this process is inside a collective (see
     /// [`Job::serial`]).
@@ -125,12 +125,10 @@ impl Job {
             let _ = Segment::unlink(&cfg.name);
             job.forget_linked(&cfg.name);
         }
-        let placed = job
-            .ranks_with_own_cpu(cfg)
+        let shared = job
+            .agree_on_cpus(cfg, cpus)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
-        if let Some(placed) = placed.filter(|&p| p < cpus) {
-            job.adopt_cpus(cfg, placed);
-        }
+        job.adopt_cpus(cfg, shared);
         job.cma = job
             .probe_cma(cfg.cma_min_bytes)
             .map_err(|e| ShmError::Aborted(e.to_string()))?;
@@ -187,54 +185,54 @@ impl Job {
         }
     }
 
-    /// How many ranks can each have a CPU of their own, judged from every
-    /// rank's affinity mask ([`topology::ranks_with_own_cpu`]), exchanged in
-    /// one gather; `None` when some rank was told its job's CPUs
-    /// (`COBRE_SHM_JOB_CPUS`, which the launcher sets) or cannot read its
-    /// mask. Ranks started by hand under one narrow `taskset` learn here that
-    /// they share CPUs although their cpuset is larger.
-    fn ranks_with_own_cpu(&self, cfg: &ShmConfig) -> Result<Option<usize>, CommError> {
+    /// The CPUs every rank will count for the job, the same figure on all:
+    /// `COBRE_SHM_JOB_CPUS` when the ranks were given it (the launcher gives
+    /// every rank its own mask's count; the attach handshake made sure all
+    /// ranks have the same); else, when every rank can read its affinity
+    /// mask, how many ranks those masks leave a CPU of their own
+    /// ([`topology::ranks_with_own_cpu`]: two ranks started by hand under
+    /// one `taskset -c 0` share one CPU although their cpuset is larger);
+    /// else the smallest [`ShmConfig::cpus`] of any rank (`cpus`, this
+    /// rank's). The masks travel in one gather.
+    fn agree_on_cpus(&self, cfg: &ShmConfig, cpus: usize) -> Result<usize, CommError> {
         /// Mask words: CPUs 0–1023, what `sched_getaffinity` reports here.
         const WORDS: usize = 16;
-        if self.size == 1 {
-            return Ok(None);
+        /// Header words: this rank's `cpus`, mask known (0/1).
+        const HEAD: usize = 2;
+        if self.size == 1 || cfg.job_cpus.is_some() {
+            return Ok(cpus);
         }
-        let mut mine = [0u64; WORDS + 1];
-        let known = cfg
-            .job_cpus
-            .is_none()
-            .then(topology::allowed_cpus)
-            .flatten();
-        if let Some(cpus) = known {
-            mine[0] = 1;
-            for cpu in cpus {
-                if let Some(word) = mine.get_mut(1 + cpu as usize / 64) {
+        let mut mine = [0u64; HEAD + WORDS];
+        mine[0] = cpus as u64;
+        if let Some(allowed) = topology::allowed_cpus() {
+            mine[1] = 1;
+            for cpu in allowed {
+                if let Some(word) = mine.get_mut(HEAD + cpu as usize / 64) {
                     *word |= 1 << (cpu % 64);
                 }
             }
         }
         let sig = Signature::new(OpKind::Attach).mix(0xAFF1).finish();
         let all = self.exchange_words(mine, sig, "attach (comparing CPU masks)")?;
-        if all.iter().any(|w| w[0] == 0) {
-            return Ok(None);
+        if all.iter().any(|w| w[1] == 0) {
+            let fewest = all.iter().map(|w| w[0]).min().unwrap_or(1);
+            return Ok(usize::try_from(fewest).unwrap_or(cpus).max(1));
         }
         let masks: Vec<Vec<u32>> = all
             .iter()
             .map(|w| {
                 (0..WORDS * 64)
-                    .filter(|&c| w[1 + c / 64] >> (c % 64) & 1 == 1)
+                    .filter(|&c| w[HEAD + c / 64] >> (c % 64) & 1 == 1)
                     .filter_map(|c| u32::try_from(c).ok())
                     .collect()
             })
             .collect();
-        Ok(Some(topology::ranks_with_own_cpu(&masks)))
+        Ok(topology::ranks_with_own_cpu(&masks).max(1))
     }
 
-    /// Settle the choices that depend on the CPU count — the wait policy,
-    /// the barrier shape, the eager limit — for `cpus`, fewer than counted
-    /// before the ranks compared masks. Every rank ends with the smaller of
-    /// its own count and the same compared figure, so their verdicts on
-    /// whether ranks outnumber CPUs (all these choices follow it) still agree.
+    /// Settle the choices that follow the job's CPU count — the wait
+    /// policy, the barrier shape, the eager limit — for `cpus`, the figure
+    /// [`Self::agree_on_cpus`] gives every rank alike.
     fn adopt_cpus(&mut self, cfg: &ShmConfig, cpus: usize) {
         self.planned = cfg.barrier.resolve(cfg.size, cpus);
         self.sync.set_tree(self.planned == BarrierShape::Tree);
@@ -365,13 +363,16 @@ impl Job {
         if let Err(previous) = slot_pid.compare_exchange(0, me, SeqCst, SeqCst) {
             return Err(self.refuse(duplicate(previous)));
         }
-        // Ranks that would meet at differently shaped barriers, or send a
-        // broadcast eagerly that a peer stages, stop here with a mismatch
-        // instead of waiting for each other forever.
+        // Ranks configured to meet at differently shaped barriers, to send
+        // a broadcast eagerly that a peer stages, or told different CPU
+        // counts, stop here with a mismatch instead of waiting for each
+        // other forever. What follows from the CPU count is settled after
+        // this, from one figure all ranks agree on (`agree_on_cpus`).
         let sig = Signature::new(OpKind::Attach)
             .mix(cfg.size as u64)
-            .mix(self.planned as u64)
-            .mix(self.eager_max as u64)
+            .mix(cfg.barrier as u64)
+            .mix(cfg.eager_max_bytes.map_or(u64::MAX, |b| b as u64))
+            .mix(cfg.job_cpus.map_or(u64::MAX, |n| n as u64))
             .finish();
         let deadline = Instant::now().checked_add(cfg.attach_timeout);
         self.sync

@@ -731,8 +731,8 @@ impl Barrier {
         let reason = if op == ATTACH_OP {
             format!(
                 "settings mismatch at attach: ranks {} and {peer} disagree on COBRE_SHM_BARRIER, \
-                 COBRE_SHM_EAGER_MAX_BYTES or whether ranks outnumber COBRE_SHM_JOB_CPUS; give \
-                 every rank the same",
+                 COBRE_SHM_EAGER_MAX_BYTES or COBRE_SHM_JOB_CPUS; give every rank the same values \
+                 (or set them on none)",
                 self.rank
             )
         } else {

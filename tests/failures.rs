@@ -577,11 +577,13 @@ fn ranks_with_different_eager_limits_stop_at_attach() {
     ranks_with_different_settings_stop_at_attach("COBRE_SHM_EAGER_MAX_BYTES", None, "0");
 }
 
-/// The same for ranks started by hand that disagree on whether they
-/// outnumber their CPUs (two count 1 CPU, the third 64).
+/// The same for ranks started by hand that were told different CPU counts
+/// (two 1 CPU, the third 64), or where only one was told a count: the
+/// others would count their masks instead.
 #[test]
 fn ranks_with_different_cpu_counts_stop_at_attach() {
     ranks_with_different_settings_stop_at_attach("COBRE_SHM_JOB_CPUS", Some("1"), "64");
+    ranks_with_different_settings_stop_at_attach("COBRE_SHM_JOB_CPUS", None, "2");
 }
 
 /// Three ranks, the last with `var=value` (the others with `common`, or
