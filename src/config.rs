@@ -251,8 +251,9 @@ pub struct ShmConfig {
     /// Staging buffer size, used when this rank creates the segment
     /// (`None`: by the machine, [`Self::staging`]).
     pub staging_bytes: Option<usize>,
-    /// CPUs the whole job may run on (`None`: see [`Self::cpus`]), which
-    /// decide whether ranks outnumber CPUs.
+    /// CPUs the whole job may run on, which decide whether ranks outnumber
+    /// CPUs; every rank must be given the same (`None`: the ranks settle it
+    /// at attach from their affinity masks, [`crate::ShmBackend::job_cpus`]).
     pub job_cpus: Option<usize>,
     /// Memory policy, used when this rank creates the segment.
     pub mempolicy: MemPolicy,

@@ -45,7 +45,8 @@ pub(crate) struct Job {
     /// stores (its own choice: readers cannot tell the difference).
     pub(crate) stream: std::ops::RangeInclusive<usize>,
     /// Broadcasts of at most this many bytes are eager (the same on every
-    /// rank: it is part of the attach handshake's signature).
+    /// rank: it follows the configured limit, which the attach handshake
+    /// compares, and the CPU count all ranks agree on).
     pub(crate) eager_max: usize,
     /// CPUs the job counts on, the same on every rank (see
     /// [`Job::agree_on_cpus`]); ranks outnumbering it share CPUs.
