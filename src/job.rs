@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use crate::config::{validate_name, BarrierChoice, BarrierShape, MemPolicy, ShmConfig};
 use crate::control::Control;
 use crate::error::ShmError;
+use crate::os::numa;
 use crate::os::segment::Segment;
 use crate::sync::{Barrier, Failure, OpKind, Signature, ATTACH_OP};
 use crate::topology;
@@ -196,7 +197,8 @@ impl Job {
     /// else the smallest [`ShmConfig::cpus`] of any rank (`cpus`, this
     /// rank's). The masks travel in one gather.
     fn agree_on_cpus(&self, cfg: &ShmConfig, cpus: usize) -> Result<usize, CommError> {
-        /// Mask words: CPUs 0–1023, what `sched_getaffinity` reports here.
+        /// Mask words: CPUs 0–1023, what `sched_getaffinity` reports here
+        /// (a mask with a CPU above counts as unread).
         const WORDS: usize = 16;
         /// Header words: this rank's `cpus`, mask known (0/1).
         const HEAD: usize = 2;
@@ -205,13 +207,10 @@ impl Job {
         }
         let mut mine = [0u64; HEAD + WORDS];
         mine[0] = cpus as u64;
-        if let Some(allowed) = topology::allowed_cpus() {
+        let mask = topology::allowed_cpus().and_then(|a| numa::mask_of::<WORDS>(&a));
+        if let Some(mask) = mask {
             mine[1] = 1;
-            for cpu in allowed {
-                if let Some(word) = mine.get_mut(HEAD + cpu as usize / 64) {
-                    *word |= 1 << (cpu % 64);
-                }
-            }
+            mine[HEAD..].copy_from_slice(&mask);
         }
         let sig = Signature::new(OpKind::Attach).mix(0xAFF1).finish();
         let all = self.exchange_words(mine, sig, "attach (comparing CPU masks)")?;

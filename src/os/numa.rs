@@ -47,16 +47,20 @@ pub fn nodes_with_memory() -> Vec<u32> {
         .unwrap_or_else(|| vec![0])
 }
 
-fn mask_of(nodes: &[u32]) -> Result<[u64; MASK_BITS / 64], std::io::Error> {
-    let mut mask = [0u64; MASK_BITS / 64];
-    for &n in nodes {
+/// `items` (node or CPU numbers) as a bit mask of `W` words, as the
+/// kernel's node and CPU masks lay them out; `None` when one does not fit.
+pub(crate) fn mask_of<const W: usize>(items: &[u32]) -> Option<[u64; W]> {
+    let mut mask = [0u64; W];
+    for &n in items {
         let n = n as usize;
-        if n >= MASK_BITS {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        mask[n / 64] |= 1 << (n % 64);
+        *mask.get_mut(n / 64)? |= 1 << (n % 64);
     }
-    Ok(mask)
+    Some(mask)
+}
+
+/// [`mask_of`] for the node masks of `mbind` and `set_mempolicy`.
+fn node_mask(nodes: &[u32]) -> std::io::Result<[u64; MASK_BITS / 64]> {
+    mask_of(nodes).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Apply `policy` to the pages of `[addr, addr + len)` of a shared mapping.
@@ -74,7 +78,7 @@ pub fn apply_policy(addr: usize, len: usize, policy: MemPolicy) -> std::io::Resu
     if addr % PAGE != 0 || len == 0 {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let mask = mask_of(&nodes)?;
+    let mask = node_mask(&nodes)?;
     let len = len.div_ceil(PAGE) * PAGE;
     // SAFETY: mbind only changes the memory policy of the given range, which
     // the caller owns as a mapping of its own; `mask` is a live array of
@@ -103,7 +107,7 @@ pub fn apply_policy(addr: usize, len: usize, policy: MemPolicy) -> std::io::Resu
 /// # Errors
 /// The errno of `set_mempolicy`.
 pub fn set_preferred_node(node: u32) -> std::io::Result<()> {
-    let mask = mask_of(&[node])?;
+    let mask = node_mask(&[node])?;
     // SAFETY: set_mempolicy only changes the calling thread's policy; `mask`
     // is a live array of MASK_BITS bits of which the kernel reads at most
     // `maxnode - 1`.
