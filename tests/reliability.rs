@@ -584,6 +584,16 @@ fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
     assert_eq!(where_lines(&o), ON_CPU_0);
 }
 
+/// The `CPUS <n>` line both ranks of a `report_cpus` job printed, after
+/// asserting there are two and they agree.
+fn both_ranks_report(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let seen: Vec<&str> = out.lines().filter(|l| l.starts_with("CPUS ")).collect();
+    assert_eq!(seen.len(), 2, "{}", text(o));
+    assert_eq!(seen[0], seen[1], "{}", text(o));
+    seen[0].to_string()
+}
+
 #[test]
 fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
     // Ranks started without the launcher (no COBRE_SHM_JOB_CPUS) inside a
@@ -623,13 +633,7 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
     if CpusetOfCpu0::not_joined(&o) {
         return;
     }
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        out.lines().filter(|l| *l == "CPUS 1").count(),
-        2,
-        "{}",
-        text(&o)
-    );
+    assert_eq!(both_ranks_report(&o), "CPUS 1", "{}", text(&o));
     common::assert_no_leftovers(&name);
     // Rank 0 inside (CPU 0), rank 1 outside (2 CPUs or more): their cpusets
     // disagree, but their masks let each have a CPU of its own, and both
@@ -642,13 +646,7 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
         ),
         &name,
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        out.lines().filter(|l| *l == "CPUS 2").count(),
-        2,
-        "{}",
-        text(&o)
-    );
+    assert_eq!(both_ranks_report(&o), "CPUS 2", "{}", text(&o));
     common::assert_no_leftovers(&name);
 }
 
@@ -685,11 +683,7 @@ fn hand_started_ranks_under_one_taskset_share_its_cpus() {
         }
         let o = cmd.output().expect("sh");
         common::assert_no_leftovers(&name);
-        let out = String::from_utf8_lossy(&o.stdout).to_string();
-        let seen: Vec<&str> = out.lines().filter(|l| l.starts_with("CPUS ")).collect();
-        assert_eq!(seen.len(), 2, "{}", text(&o));
-        assert_eq!(seen[0], seen[1], "{}", text(&o));
-        seen[0].to_string()
+        both_ranks_report(&o)
     };
     assert_eq!(by_hand("taskset-same", [a, a], None), "CPUS 1");
     assert_eq!(by_hand("taskset-own", [a, b], None), "CPUS 2");
