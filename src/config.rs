@@ -40,8 +40,8 @@ pub const OVERSUBSCRIBED_SLOT_BYTES: usize = 1 << 20;
 /// Largest staging buffer chosen without [`ENV_STAGING`].
 pub const MAX_AUTO_STAGING_BYTES: usize = 64 << 20;
 /// Number of CPUs the whole job may run on (set by the launcher from its
-/// affinity mask, so a cpuset or `taskset` counts; default: the CPUs of the
-/// process's cpuset cgroup, else the online CPUs).
+/// affinity mask, so a cpuset or `taskset` counts; default: ranks started by
+/// hand settle it at attach from their affinity masks).
 pub const ENV_JOB_CPUS: &str = "COBRE_SHM_JOB_CPUS";
 /// Memory policy of shared regions: `first-touch`, `interleave` or `node:K`.
 pub const ENV_MEMPOLICY: &str = "COBRE_SHM_MEMPOLICY";

@@ -63,7 +63,7 @@ pub struct LaunchOptions {
     /// leave `/dev/shm` to its data.
     pub staging_automatic: bool,
     /// CPUs the whole job may run on, passed to every rank
-    /// (`COBRE_SHM_JOB_CPUS`; `None`: each rank counts its cpuset's CPUs).
+    /// (`COBRE_SHM_JOB_CPUS`; `None`: the ranks settle it from their masks).
     pub job_cpus: Option<usize>,
     /// Time between SIGTERM and SIGKILL when stopping ranks after a failure.
     pub grace: Duration,
