@@ -3,7 +3,7 @@
 # HiGHS model per (thread, stage) on highs-sys 1.15) for side-by-side
 # comparisons, and print the path of its launcher. Idempotent; needs git
 # history, cmake and libclang-dev (bindgen). Usage:
-#   COBRE_SHM_BASELINE=$(benches/build-baseline.sh) cargo bench -p cobre-shm-benches --bench memory
+#   COBRE_SHM_BASELINE=$(benches/build-baseline.sh) cargo bench -p cobre-shm-bench --bench memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${BASELINE_REV:-8f38506}

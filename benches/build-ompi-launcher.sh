@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a copy of the launcher linked against Open MPI (the default `mpi`
 # build links MPICH, which ferrompi's pkg-config probe finds first), for the
-# Open MPI column of `cargo bench -p cobre-shm-benches --features mpi --bench sddp`. Rebuilds the
+# Open MPI column of `cargo bench -p cobre-shm-bench --features mpi --bench sddp`. Rebuilds the
 # MPICH default afterwards so target/release/cobre-shm is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."

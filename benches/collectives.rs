@@ -4,7 +4,7 @@
 //! every installed MPI natively, against message size and rank count, next
 //! to the machine's copy bandwidth and cache-line round trip.
 //!
-//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-benches --bench collectives`
+//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-bench --bench collectives`
 //! (with `--features mpi` on both to add cobre-comm's MPI backend). Arguments
 //! after `--` go to `cobre-shm bench` (e.g. `-- --quick`, `-- --full`,
 //! `-- --rank-counts 2,4,8 --sizes 8,65536`). The report (report.md,

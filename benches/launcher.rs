@@ -2,7 +2,7 @@
 //! 8, and in the same run `mpiexec -n N /bin/true` for every MPI found
 //! (skipped with a notice when none is installed).
 //!
-//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-benches --bench launcher`.
+//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-bench --bench launcher`.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! dimensions next to upstream Cobre's own plan (~27.7 GB per node,
 //! `memory-architecture.md` §2).
 //!
-//! Run: `cargo build --release && cargo bench -p cobre-shm-benches --bench memory`
+//! Run: `cargo build --release && cargo bench -p cobre-shm-bench --bench memory`
 //! (`-- --quick` for a small run; `-- --issue` adds the 16-thread splits of
 //! the 16-core measurement: 1×16, 4×4, 16×1, oversubscribed here). With
 //! `COBRE_SHM_BASELINE=<launcher binary>` (e.g. from

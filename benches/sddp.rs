@@ -11,9 +11,9 @@
 //!    through cobre-comm's MPI backend; an Open MPI column when
 //!    `benches/build-ompi-launcher.sh` built `cobre-shm-openmpi`.
 //!
-//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-benches --bench sddp`
+//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-bench --bench sddp`
 //! (`-- --quick` for a shorter run); for section 4:
-//! `cargo build --release --workspace --features mpi && cargo bench -p cobre-shm-benches --features mpi --bench sddp`.
+//! `cargo build --release --workspace --features mpi && cargo bench -p cobre-shm-bench --features mpi --bench sddp`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! Cost of a collective's barrier signature, computed on every call.
 //!
-//! `cargo bench -p cobre-shm-benches --bench signature` prints nanoseconds
+//! `cargo bench -p cobre-shm-bench --bench signature` prints nanoseconds
 //! per signature for a broadcast and for allgatherv at 2–64 ranks (one
 //! count per rank is mixed in), beside the byte-wise FNV-1a hash the
 //! signature used before (kept here only as the reference).

@@ -6,7 +6,7 @@
 //!
 //! Needs cobre-cli 0.18 (`cargo install cobre-cli --version 0.18.0 --locked`);
 //! give its binary with `COBRE_CLI=/path/to/cobre` or have `cobre` on PATH.
-//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-benches --bench upstream`
+//! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-bench --bench upstream`
 //! (add `-- --quick` for a smaller case and fewer rounds).
 
 mod common;

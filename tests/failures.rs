@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cobre_comm::{BackendError, CommError, Communicator, ReduceOp};
-use cobre_shm::os::segment::Segment;
+use cobre_shm::launch::Segment;
 use cobre_shm::{ShmBackend, ShmConfig};
 use cobre_shm_layout as layout;
 use common::{assert_no_leftovers, spawn, unique_name};

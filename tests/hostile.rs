@@ -113,7 +113,7 @@ fn judge(mut child: Child, limit: Duration, marker: &str, before: &[String]) -> 
         .filter(|n| !before.contains(n))
         .filter(|n| {
             let owner = n.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            owner.is_none_or(|p| p == launcher || cobre_shm::os::process::state(p).is_none())
+            owner.is_none_or(|p| p == launcher || cobre_shm::launch::state(p).is_none())
         })
         .collect();
     if marker_processes(marker) > 0 || !leaked.is_empty() {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cobre_comm::Communicator;
-use cobre_shm::os::segment::Segment;
+use cobre_shm::launch::Segment;
 use cobre_shm_layout as layout;
 use common::{launcher_bin, process_running};
 

@@ -278,7 +278,7 @@ fn another_user_cannot_plant_or_read_segments() {
 
 /// Whether 16 ranks outnumber this machine's CPUs (else says it skips).
 fn sixteen_ranks_oversubscribe() -> bool {
-    let cpus = cobre_shm::topology::online_cpus();
+    let cpus = cobre_shm::machine::online_cpus();
     if cpus >= 16 {
         println!("NOTICE: {cpus} CPUs: 16 ranks are not oversubscribed here; skipped");
     }
@@ -470,7 +470,7 @@ const ON_CPU_0: [&str; 2] = [
 
 #[test]
 fn ranks_stay_inside_the_launchers_affinity_mask() {
-    if cobre_shm::topology::online_cpus() < 2 {
+    if cobre_shm::machine::online_cpus() < 2 {
         println!("NOTICE: one CPU: no narrower affinity mask to test; skipped");
         return;
     }
@@ -565,7 +565,7 @@ impl Drop for CpusetOfCpu0 {
 fn ranks_start_inside_a_cpuset_narrower_than_the_machine() {
     // A batch system's (or a container's) cpuset: binding a rank to a CPU
     // outside it fails, so the launcher must place ranks inside it.
-    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::topology::online_cpus()) else {
+    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::machine::online_cpus()) else {
         return;
     };
     let o = Command::new("sh")
@@ -599,8 +599,8 @@ fn hand_started_ranks_count_the_cpus_of_their_cpuset() {
     // Ranks started without the launcher (no COBRE_SHM_JOB_CPUS) inside a
     // container's or batch job's cpuset share its CPUs, not the machine's.
     // The rank outside the test's cpuset must see 2 CPUs or more.
-    let here = cobre_shm::topology::cpuset_cpus().unwrap_or(usize::MAX);
-    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::topology::online_cpus().min(here)) else {
+    let here = cobre_shm::machine::cpuset_cpus().unwrap_or(usize::MAX);
+    let Some(cpuset) = CpusetOfCpu0::for_test(cobre_shm::machine::online_cpus().min(here)) else {
         return;
     };
     let exe = std::env::current_exe().expect("test binary");
@@ -657,7 +657,7 @@ fn hand_started_ranks_under_one_taskset_share_its_cpus() {
     // yield instead of spinning) although their cpuset has more; on two
     // CPUs each has one.
     // The affinity mask lies inside the cpuset: two CPUs here are two there.
-    let allowed = cobre_shm::topology::allowed_cpus().unwrap_or_default();
+    let allowed = cobre_shm::machine::allowed_cpus().unwrap_or_default();
     let [a, b, ..] = allowed[..] else {
         println!("NOTICE: fewer than two CPUs allowed here; taskset test skipped");
         return;

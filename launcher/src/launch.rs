@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cobre_shm::config::{self, MemPolicy, ShmConfig};
-use cobre_shm::control::{describe_abort, AbortSpec, Control, NO_RANK};
-use cobre_shm::os::process::{die_with_parent, fork_single_threaded, orphans_of, Forked};
-use cobre_shm::topology::{bind_cpus, bind_memory, format_list};
-use cobre_shm::wait::{poll_until, WaitPolicy};
+use cobre_shm::launch::{
+    bind_cpus, bind_memory, describe_abort, die_with_parent, fork_single_threaded, orphans_of,
+    poll_until, AbortSpec, Control, Forked, LAUNCHER_PREFIX, NO_RANK,
+};
+use cobre_shm::machine::format_list;
+use cobre_shm::WaitPolicy;
 use cobre_shm_layout::{AbortKind, AbortRecord, DEFAULT_STAGING_BYTES};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -85,22 +87,6 @@ impl Default for LaunchOptions {
             stop_grace: Duration::from_secs(60),
         }
     }
-}
-
-/// A run-unique control segment name: the launcher's pid (so `clean` can
-/// tell whose it was) and 128 random bits from the kernel (so no other user
-/// can predict it).
-///
-/// # Errors
-/// When `/dev/urandom` cannot be read.
-pub fn job_name() -> Result<String, String> {
-    let random = cobre_shm::random::hex::<2>()
-        .map_err(|e| format!("cannot read random bits from /dev/urandom: {e}"))?;
-    Ok(format!(
-        "/{}{}.{random}",
-        cobre_shm::cleanup::LAUNCHER_PREFIX,
-        std::process::id()
-    ))
 }
 
 /// Write `text` and a newline to stderr in one call, so lines of several
@@ -264,8 +250,8 @@ pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Resul
     let n = plan.ranks.len();
     // Whatever a rank starts and abandons becomes ours, so we can end it.
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    let name = job_name()?;
-    let _ = cobre_shm::cleanup::remove_dead(cobre_shm::cleanup::LAUNCHER_PREFIX);
+    let name = cobre_shm::launch::job_name()?;
+    let _ = cobre_shm::launch::remove_dead(LAUNCHER_PREFIX);
     let control = Control::create(&name, n, opts.staging_bytes, opts.mempolicy.code())
         .map_err(|e| format!("cannot create the job's control segment: {e}"))?;
     let mut cfg = ShmConfig::new(&name, 0, n);
@@ -339,7 +325,7 @@ pub fn launch(plan: &Plan, program: &Program<'_>, opts: &LaunchOptions) -> Resul
         start_error,
     );
     drop(control);
-    let _ = cobre_shm::cleanup::remove_job(&name);
+    let _ = cobre_shm::launch::remove_job(&name);
     // Give the output threads a moment to drain what the ranks wrote.
     let drain = WaitPolicy::sleepy(Duration::from_millis(5), Duration::from_millis(500));
     let _ = poll_until(&drain, || (open.load(Ordering::SeqCst) == 0).then_some(()));

@@ -2,16 +2,14 @@
 //! checked before anything is allocated, with a message that states the
 //! limit and the estimate.
 
+use cobre_shm::launch::MAX_THREADS_PER_CPU;
+use cobre_shm::machine::{mem_available, shm_free_bytes};
 use cobre_shm_layout::DEFAULT_STAGING_BYTES;
-use cobre_shm_run::limits::mem_available;
 use cobre_shm_sddp::engine::Sizes;
 
 /// Bytes of memory a rank's thread needs at least (a workspace without
 /// cuts, its stack and scratch), measured by `benches/memory.rs`.
 pub const MIN_THREAD_BYTES: u64 = 4 << 20;
-
-/// Most threads of a whole job per online CPU.
-pub const THREADS_PER_CPU: usize = 64;
 
 fn human(b: u64) -> String {
     let b = b as f64;
@@ -48,7 +46,7 @@ pub fn check_memory(
         human(staging)
     );
     if !private {
-        if let Some(free) = cobre_shm::os::segment::shm_free_bytes() {
+        if let Some(free) = shm_free_bytes() {
             if shared > free {
                 let smaller = if staging > 2 * DEFAULT_STAGING_BYTES as u64 {
                     format!(
@@ -89,10 +87,10 @@ pub fn check_memory(
 /// # Errors
 /// A message with the count and the limit.
 pub fn check_threads(workers: usize, cpus: usize) -> Result<(), String> {
-    let limit = THREADS_PER_CPU.saturating_mul(cpus.max(1));
+    let limit = MAX_THREADS_PER_CPU.saturating_mul(cpus.max(1));
     if workers > limit {
         return Err(format!(
-            "{workers} worker threads in all is more than {limit} ({THREADS_PER_CPU} per CPU on \
+            "{workers} worker threads in all is more than {limit} ({MAX_THREADS_PER_CPU} per CPU on \
              {cpus} CPU(s)); lower -p or --threads"
         ));
     }

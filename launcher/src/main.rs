@@ -15,8 +15,8 @@ mod train;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cobre_shm::cleanup;
-use cobre_shm::topology::Topology;
+use cobre_shm::launch as job;
+use cobre_shm::machine::Topology;
 use cobre_shm::MemPolicy;
 
 use launch::{launch, LaunchOptions, Program};
@@ -183,7 +183,7 @@ fn topology_for(dry_run: bool) -> Result<(Topology, Option<String>), String> {
                 format!(
                     "this process may not run on CPU(s) {} (affinity mask or cpuset): ranks use \
                      the other {}",
-                    cobre_shm::topology::format_list(&removed),
+                    cobre_shm::machine::format_list(&removed),
                     topo.cpu_count()
                 )
             });
@@ -192,7 +192,7 @@ fn topology_for(dry_run: bool) -> Result<(Topology, Option<String>), String> {
     }
 }
 
-fn run(cli: &Cli) -> Result<i32, String> {
+fn dispatch(cli: &Cli) -> Result<i32, String> {
     match &cli.command {
         Some(Command::Topology) => show_topology(),
         Some(Command::Clean { list }) => clean(*list),
@@ -223,7 +223,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
             scenarios,
             seed,
         }) => {
-            let spec = cobre_shm_run::example::ExampleSpec {
+            let spec = cobre_shm_upstream::generate::ExampleSpec {
                 hydros: *hydros,
                 stages: *stages,
                 openings: *openings,
@@ -232,7 +232,7 @@ fn run(cli: &Cli) -> Result<i32, String> {
                 scenarios: *scenarios,
                 seed: *seed,
             };
-            cobre_shm_run::example::write_case(dir, &spec).map_err(|e| e.to_string())?;
+            cobre_shm_upstream::generate::write_case(dir, &spec).map_err(|e| e.to_string())?;
             Ok(0)
         }
         Some(Command::Bench(args)) => {
@@ -243,10 +243,12 @@ fn run(cli: &Cli) -> Result<i32, String> {
                         .into(),
                 );
             }
-            bench::run(args, cli.quiet)
+            bench::report(args, cli.quiet)
         }
-        Some(Command::BenchRank { sizes }) => bench::rank_main(sizes, bench::Kernel::from_env()),
-        Some(Command::Train(_) | Command::Run(_)) | None => run_job(cli),
+        Some(Command::BenchRank { sizes }) => {
+            cobre_shm_bench::rank_main(sizes, cobre_shm_bench::Kernel::from_env())
+        }
+        Some(Command::Train(_) | Command::Run(_)) | None => start_job(cli),
     }
 }
 
@@ -267,9 +269,9 @@ fn print_topology(topo: &Topology, note: Option<&str>) {
 
 /// `cobre-shm clean [--list]`.
 fn clean(list: bool) -> Result<i32, String> {
-    let found = cleanup::scan("");
+    let found = job::scan("");
     if found.is_empty() {
-        println!("no cobre-shm segments of this user in {}", cleanup::SHM_DIR);
+        println!("no cobre-shm segments of this user in {}", job::SHM_DIR);
         return Ok(0);
     }
     for s in &found {
@@ -286,7 +288,7 @@ fn clean(list: bool) -> Result<i32, String> {
         );
     }
     if !list {
-        let removed = cleanup::remove_dead("");
+        let removed = job::remove_dead("");
         println!("removed {} segment(s)", removed.len());
     }
     Ok(0)
@@ -338,18 +340,19 @@ fn generate(
 /// Plan the job (`-p`, `--bind`, `--threads`, `--mempolicy` checked
 /// against the machine) and start it: a program after `--`, `train` or
 /// `run`, or only print the plan with `--dry-run`.
-fn run_job(cli: &Cli) -> Result<i32, String> {
+fn start_job(cli: &Cli) -> Result<i32, String> {
     let (topo, topo_note) = topology_for(cli.dry_run)?;
     check_mempolicy(&topo, cli.mempolicy)?;
     let cpus = topo.cpu_count().max(1);
     if let Some(n) = cli.ranks {
-        let limit = cobre_shm_layout::MAX_RANKS.min(limits::THREADS_PER_CPU.saturating_mul(cpus));
+        let limit = cobre_shm_layout::MAX_RANKS
+            .min(cobre_shm::launch::MAX_THREADS_PER_CPU.saturating_mul(cpus));
         if n > limit {
             return Err(format!(
                 "-p {n}: at most {limit} ranks here ({} at most in any job, {} per CPU on {cpus} \
                  CPU(s))",
                 cobre_shm_layout::MAX_RANKS,
-                limits::THREADS_PER_CPU
+                cobre_shm::launch::MAX_THREADS_PER_CPU
             ));
         }
     }
@@ -362,7 +365,7 @@ fn run_job(cli: &Cli) -> Result<i32, String> {
     let settings = rank_settings(plan.ranks.len(), cli.timeout)?;
     // What decides whether ranks outnumber CPUs, here and in every rank.
     let job_cpus = settings.job_cpus.unwrap_or(cpus);
-    let staging_bytes = settings.staging(job_cpus, cobre_shm::os::segment::shm_free_bytes());
+    let staging_bytes = settings.staging(job_cpus, cobre_shm::machine::shm_free_bytes());
     let opts = LaunchOptions {
         timeout: cli.timeout,
         tag_output: cli.tag_output,
@@ -387,14 +390,14 @@ fn run_job(cli: &Cli) -> Result<i32, String> {
     let dry = cli.dry_run;
     match &cli.command {
         Some(Command::Train(args)) => {
-            let code = train::run(args, &plan, &opts, cli.threads, verbosity, dry)?;
+            let code = train::start(args, &plan, &opts, cli.threads, verbosity, dry)?;
             if dry {
                 println!("case and sizes: ok");
             }
             Ok(code)
         }
         Some(Command::Run(args)) => {
-            let code = run::run(args, &plan, &opts, verbosity, dry)?;
+            let code = run::start(args, &plan, &opts, verbosity, dry)?;
             if dry {
                 println!("case directory: ok");
             }
@@ -456,9 +459,9 @@ fn rank_settings(
 }
 
 fn main() -> ExitCode {
-    cobre_shm::os::process::make_sent_faults_fatal();
+    job::make_sent_faults_fatal();
     let cli = Cli::parse();
-    match run(&cli) {
+    match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(msg) => {
             crate::launch::line(&format!("cobre-shm: {msg}"));

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use cobre_shm::topology::{format_list, Topology};
+use cobre_shm::machine::{format_list, Topology};
 
 /// Whether ranks are pinned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use cobre_comm::Communicator;
 use cobre_shm::comm::Comm;
 use cobre_shm::ShmBackend;
-use cobre_shm_run::{RunError, RunOptions};
+use cobre_shm_upstream::{RunError, RunOptions};
 
 use crate::launch::{launch, LaunchOptions, Program, RankContext};
 use crate::log::Verbosity;
@@ -55,7 +55,7 @@ fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
         quiet: v.quiet,
         backend: "shm",
     };
-    match cobre_shm_run::run(&comm, &opts) {
+    match cobre_shm_upstream::run_study(&comm, &opts) {
         Ok(outcome) => outcome.exit_code(),
         // The failing rank says why; its peers only follow it.
         Err(RunError::Peer { .. }) => {
@@ -83,7 +83,7 @@ fn settle(comm: &Comm) {
 ///
 /// # Errors
 /// The case directory is not one, or the launch failed.
-pub fn run(
+pub fn start(
     args: &RunArgs,
     plan: &Plan,
     opts: &LaunchOptions,

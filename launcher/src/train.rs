@@ -166,9 +166,9 @@ fn prepare(
         (Err(e), None) => return Err(e),
     };
     let dir = args.output.clone().unwrap_or_else(|| {
-        Path::new("output").join(cobre_shm_sddp::publish::safe_dir_name(&case.name))
+        Path::new("output").join(cobre_shm_sddp::atomic_dir::safe_dir_name(&case.name))
     });
-    cobre_shm_sddp::publish::check_writable(&dir).map_err(|e| e.to_string())?;
+    cobre_shm_sddp::atomic_dir::check_writable(&dir).map_err(|e| e.to_string())?;
     let resume = match &args.resume {
         Some(from) => Some(
             checkpoint::read(&from.join(checkpoint::FILE), &case, &opts)
@@ -262,7 +262,7 @@ impl StopFlags {
 /// `threads` overrides the prepared thread count (a rank's share of its
 /// node); the case and checkpoint are borrowed, so forked ranks share the
 /// launcher's copy instead of each making its own.
-fn run_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosity) -> i32 {
+fn train_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosity) -> i32 {
     let Prepared {
         case, dir, resume, ..
     } = p;
@@ -405,7 +405,7 @@ fn prepare_with_staging(
 ///
 /// # Errors
 /// A message for problems found before any rank starts.
-pub fn run(
+pub fn start(
     args: &TrainArgs,
     plan: &Plan,
     launch_opts: &LaunchOptions,
@@ -428,7 +428,7 @@ pub fn run(
                 return Ok(0);
             }
             crate::log::init(0, v);
-            Ok(run_rank(
+            Ok(train_rank(
                 &Comm::Local(cobre_comm::LocalBackend),
                 &prepared,
                 prepared.opts.threads,
@@ -498,7 +498,7 @@ fn train_on_mpi(
             return Ok(2);
         }
     };
-    let code = run_rank(&comm, &prepared, prepared.opts.threads, v);
+    let code = train_rank(&comm, &prepared, prepared.opts.threads, v);
     // Finalise MPI (dropping the communicator) before exiting.
     drop(comm);
     Ok(code)
@@ -528,7 +528,7 @@ fn train_on_shm(
                 return 1;
             }
         };
-        run_rank(&comm, &prepared, ctx.placement.threads, v)
+        train_rank(&comm, &prepared, ctx.placement.threads, v)
     };
     launch(plan, &Program::Run(&body), &launch_opts)
 }

@@ -514,5 +514,5 @@ pub fn train_with<C: EngineComm>(
     opts: &TrainOptions,
     hooks: Hooks<'_>,
 ) -> Result<TrainReport, TrainFailure> {
-    crate::trainer::run(comm, case, opts, hooks)
+    crate::trainer::train(comm, case, opts, hooks)
 }

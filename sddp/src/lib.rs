@@ -9,17 +9,17 @@
 //! shm), `selection`, `basis` and `workspace` (per-thread solving),
 //! `trainer` (forward, backward, bounds, report), `output` (files).
 
+pub mod allocator;
+pub mod atomic_dir;
 pub mod basis;
 pub mod cache;
 pub mod case;
 pub mod checkpoint;
 pub mod engine;
 pub mod generate;
-pub mod heap;
 pub mod lp;
 pub mod output;
 pub mod pool;
-pub mod publish;
 pub mod rng;
 pub mod selection;
 pub mod store;

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::atomic_dir::{write_dir, AtomicDirError, Contents};
 use crate::case::Case;
 use crate::engine::TrainReport;
-use crate::publish::{write_dir, Contents, PublishError};
 use crate::workspace::LADDER;
 
 /// Header of `convergence.csv`.
@@ -323,7 +323,7 @@ fn xml(s: &str) -> String {
 ///
 /// # Errors
 /// I/O errors, with the path; `dir` then still holds the previous results.
-pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), PublishError> {
+pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), AtomicDirError> {
     let text = |t: String| move |w: &mut dyn Write| w.write_all(t.as_bytes());
     let csv = text(convergence_csv(report));
     let summary =

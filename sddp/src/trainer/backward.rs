@@ -33,7 +33,7 @@ struct Plan<'p, C: EngineComm> {
 
 /// Write the cuts of worker `w`'s trial points at stage `plan.stage` into
 /// `out` (one record per trajectory).
-fn run_worker<C: EngineComm>(
+fn worker_pass<C: EngineComm>(
     w: usize,
     worker: &mut Worker,
     src: Source<'_, C>,
@@ -124,7 +124,7 @@ impl<C: EngineComm> Trainer<'_, C> {
                         .par_iter_mut()
                         .zip(parts)
                         .enumerate()
-                        .map(|(w, (worker, out))| run_worker(w, worker, src, &plan, out))
+                        .map(|(w, (worker, out))| worker_pass(w, worker, src, &plan, out))
                         .collect::<Vec<_>>()
                 })
             };

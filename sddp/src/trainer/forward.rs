@@ -37,7 +37,7 @@ struct Out<'o> {
 }
 
 /// Take worker `w`'s trajectories through every stage; returns the slack used.
-fn run_worker<C: EngineComm>(
+fn worker_pass<C: EngineComm>(
     w: usize,
     worker: &mut Worker,
     src: Source<'_, C>,
@@ -126,7 +126,7 @@ impl<C: EngineComm> Trainer<'_, C> {
                     .zip(state_parts.into_par_iter().zip(cost_parts))
                     .enumerate()
                     .map(|(w, (worker, (states, costs)))| {
-                        run_worker(w, worker, src, &plan, Out { states, costs })
+                        worker_pass(w, worker, src, &plan, Out { states, costs })
                     })
                     .collect::<Vec<_>>()
             })

@@ -138,7 +138,7 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
         let capacity = check_options(case, opts)?;
-        crate::heap::release_eagerly();
+        crate::allocator::release_eagerly();
         let (rank, ranks) = (comm.rank(), comm.size());
         // The calling thread is worker 0 (one thread stack and allocator
         // arena fewer per rank: 3 MB less node memory at 16 ranks × 1
@@ -233,7 +233,7 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             let lb = self.lower_bound(iteration)?;
             // Sampled before trimming: the figure is what the iteration held.
             self.sample_memory()?;
-            crate::heap::trim();
+            crate::allocator::trim();
             let stop = self.close_iteration(iteration, lb, &mut *hooks.on_iteration)?;
             self.commit();
             if let Some(stop) = stop {
@@ -364,7 +364,7 @@ fn build_tree<C: EngineComm>(
 }
 
 /// Train (see [`crate::engine::train_with`]).
-pub(crate) fn run<C: EngineComm>(
+pub(crate) fn train<C: EngineComm>(
     comm: &C,
     case: &Case,
     opts: &TrainOptions,
