@@ -82,11 +82,10 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
             "{op} {us:.2} not in the report"
         );
         if op != "barrier" {
-            let plot = read(&format!("latency_{op}.svg"));
-            assert!(
-                plot.contains("<title>shm · 2 ranks: "),
-                "{op} plot has no shm points"
-            );
+            // One panel per operation, each with the shm series in its legend.
+            let texts = svg_texts(&read("latency.svg"));
+            assert!(texts.iter().any(|t| t == op), "no {op} panel: {texts:?}");
+            assert!(texts.iter().any(|t| t == "shm · 2 ranks"), "{texts:?}");
         }
     }
     // The SDDP rows: 1×1, 1×2, 2×1 on this machine (every split of its CPUs),
@@ -114,7 +113,7 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
         report.contains(&format!("{shared:.1} MB"))
             && report.contains(&format!("{replicated:.1} MB"))
     );
-    assert!(read("memory.svg").contains("<title>node PSS at the end: "));
+    assert!(svg_texts(&read("memory.svg")).contains(&"node PSS at the end".to_string()));
     assert!(
         replicated > shared,
         "--replicate {replicated} MB vs shared {shared} MB"
@@ -135,10 +134,26 @@ fn quick_bench_writes_a_report_that_holds_the_measured_numbers() {
     }
     assert!(report.contains("| shm GB/s | memcpy GB/s |"));
     assert!(read("bandwidth.svg").contains("memcpy of the same size"));
-    for f in ["bandwidth.svg", "sddp_speedup.svg", "latency_allreduce.svg"] {
+    for f in [
+        "bandwidth.svg",
+        "sddp_speedup.svg",
+        "latency.svg",
+        "ratio_mpi_over_shm.svg",
+    ] {
         assert!(read(f).starts_with("<svg"), "{f}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The text of every `<text>` element of an SVG document, trimmed.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
 }
 
 #[test]

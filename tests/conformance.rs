@@ -1,9 +1,10 @@
-//! Backend conformance suite (backend-testing.md §1.1–§1.8, C1–C28, plus
-//! cobre-shm's own cases), one generic body run against `ShmBackend` at 1, 2
+//! Backend conformance suite (the cases C1–C28 of §1.1–§1.8 of upstream's
+//! backend testing spec, `src/specs/hpc/backend-testing.md` in
+//! <https://github.com/cobre-rs/cobre-docs>, plus cobre-shm's own cases), one generic body run against `ShmBackend` at 1, 2
 //! and 4 ranks and against `cobre_comm::LocalBackend`, each rank a real
 //! process (this test binary re-executed through the ignored `rank_entry`).
 
-// The literals 3.14, 2.72, 1.41 are the test data of backend-testing.md §1.3.
+// The literals 3.14, 2.72, 1.41 are the test data of that spec's §1.3.
 #![allow(clippy::approx_constant)]
 
 mod common;
@@ -613,7 +614,7 @@ fn error_case<C: BlockPublish>(c: &C, case: &str, caps: Caps) -> bool {
                 c.barrier()
                     .expect("the job is still healthy after failed allocations");
             }
-            // HeapFallback aborts on OOM by Rust's rules (backend-testing.md §1.8.5).
+            // HeapFallback aborts on OOM by Rust's rules (the backend testing spec's §1.8.5).
         }
         _ => return false,
     }

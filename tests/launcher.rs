@@ -373,6 +373,7 @@ fn clean_run_exits_zero_and_leaves_nothing() {
             ready.push(line);
         }
     }
+    assert_eq!(ready.len(), 3, "one line per rank: {ready:?}");
     assert!(
         ready.iter().all(|l| l.starts_with("[rank ")),
         "tagged output: {ready:?}"

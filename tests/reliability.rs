@@ -1169,7 +1169,7 @@ fn sigterm_writes_a_final_checkpoint_that_resumes_exactly() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let mut job = Command::new(launcher_bin())
-        .args(["-p", "2", "-q", "train"])
+        .args(["-p", "2", "train"])
         .arg(&case)
         .args([
             "--forward-passes",
@@ -1186,15 +1186,29 @@ fn sigterm_writes_a_final_checkpoint_that_resumes_exactly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start");
-    std::thread::sleep(Duration::from_millis(800));
-    send_signal(job.id(), Signal::SIGTERM).expect("signal");
-    let status = job.wait().expect("wait");
+    // SIGTERM once the first iteration is reported: the other 39 cannot
+    // finish before it arrives, so the run must stop early.
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(job.stderr.take().expect("stderr")));
     let mut err = String::new();
-    let _ = std::io::Read::read_to_string(&mut job.stderr.take().expect("stderr"), &mut err);
-    if status.success() {
-        println!("NOTICE: the run finished before SIGTERM arrived; nothing to check");
-        return;
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        err.push_str(&line);
+        err.push('\n');
+        if line.contains("iteration    1/40") {
+            send_signal(job.id(), Signal::SIGTERM).expect("signal");
+            break;
+        }
     }
+    for line in lines {
+        err.push_str(&line.unwrap_or_default());
+        err.push('\n');
+    }
+    let status = job.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the run finished all 40 iterations although SIGTERM came after the first: {err}"
+    );
     assert_eq!(status.code(), Some(143), "{err}");
     let done = std::fs::read_to_string(dir.join("cut").join("convergence.csv"))
         .expect("outputs written on SIGTERM")

@@ -9,10 +9,10 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::collectives::{Backend, Sweep, OPS};
-use super::plot::{self, Lines, Scale, Series};
 use super::training::TrainRun;
 use super::{Results, MACHINE_MEMCPY_SIZES};
-use cobre_shm_sddp::atomic_dir::{write_dir, AtomicDirError, Contents};
+use cobre_shm_plot::{self as plot, ChartError, Panel, Scale, Series};
+use cobre_shm_sddp::atomic_dir::{write_dir, Contents};
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.filter(|x| x.is_finite())
@@ -118,14 +118,9 @@ fn collectives_md(s: &mut String, r: &Results) {
     }
     let _ = writeln!(
         s,
-        "Plots: {}, `bandwidth.svg`{}.\n",
-        OPS.iter()
-            .skip(1)
-            .map(|op| format!("`latency_{op}.svg`"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "Plots: `latency.svg` (a panel per operation), `bandwidth.svg`{}.\n",
         if all_backends.len() > 1 {
-            ", `ratio_mpi_over_shm.svg`"
+            ", `ratio_mpi_over_shm.svg` (a panel per operation and rank count)"
         } else {
             ""
         }
@@ -336,10 +331,12 @@ fn markdown(r: &Results) -> String {
     s
 }
 
+/// One series per sweep (backend × rank count) that measured `op`, its
+/// points `(bytes, y(bytes, µs))`.
 fn series_for(r: &Results, op: &str, y: impl Fn(u64, f64) -> f64) -> Vec<Series> {
     r.sweeps
         .iter()
-        .filter(|w| !w.points.is_empty())
+        .filter(|w| w.points.iter().any(|p| p.op == op))
         .map(|w| Series {
             name: format!("{} · {} ranks", w.backend.label(), w.ranks),
             points: w
@@ -353,46 +350,47 @@ fn series_for(r: &Results, op: &str, y: impl Fn(u64, f64) -> f64) -> Vec<Series>
         .collect()
 }
 
-fn plots(r: &Results) -> Vec<(String, String)> {
+/// Every chart of the report, by file name.
+fn plots(r: &Results) -> Result<Vec<(String, String)>, ChartError> {
     let mut files = Vec::new();
     if !r.sweeps.is_empty() {
-        files.extend(latency_plots(r));
-        files.push(("bandwidth.svg".into(), bandwidth_plot(r)));
-        files.extend(ratio_plot(r));
+        files.push(("latency.svg".into(), latency_plot(r)?));
+        files.push(("bandwidth.svg".into(), bandwidth_plot(r)?));
+        if let Some(svg) = ratio_plot(r)? {
+            files.push(("ratio_mpi_over_shm.svg".into(), svg));
+        }
     }
-    files.extend(training_plots(r));
-    files
+    files.extend(training_plots(r)?);
+    Ok(files)
 }
 
-/// Time per call against message size, one chart per operation.
-fn latency_plots(r: &Results) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    for op in OPS.iter().skip(1) {
-        let chart = Lines {
-            title: &format!("{op}: time per call"),
-            x_label: "bytes",
-            y_label: "µs",
-            x_scale: Scale::Log,
-            y_scale: Scale::Log,
-            x_tick: plot::bytes,
-        };
-        files.push((
-            format!("latency_{op}.svg"),
-            chart.render(&series_for(r, op, |_, us| us)),
-        ));
-    }
-    files
+/// Time per call against message size: one panel per operation with a
+/// size (the barrier has none; its figures are in the tables).
+fn latency_plot(r: &Results) -> Result<String, ChartError> {
+    let panels: Vec<Panel> = OPS
+        .iter()
+        .skip(1)
+        .map(|op| Panel {
+            title: (*op).to_string(),
+            series: series_for(r, op, |_, us| us),
+        })
+        .collect();
+    plot::small_multiples(
+        "Time per call",
+        "message size",
+        "µs per call",
+        Scale::Log,
+        Scale::Log,
+        plot::bytes,
+        &panels,
+    )
 }
 
 /// The shm allgatherv's bandwidth beside a one-thread memcpy of the same size.
-fn bandwidth_plot(r: &Results) -> String {
+fn bandwidth_plot(r: &Results) -> Result<String, ChartError> {
     let mut bw: Vec<Series> = series_for(r, "allgatherv", gbps)
         .into_iter()
         .filter(|s| s.name.starts_with("shm"))
-        .map(|mut s| {
-            s.name = format!("allgatherv {}", s.name);
-            s
-        })
         .collect();
     if let Some(m) = &r.machine {
         let points: Vec<(f64, f64)> = m
@@ -409,60 +407,85 @@ fn bandwidth_plot(r: &Results) -> String {
             });
         }
     }
-    let chart = Lines {
-        title: "allgatherv bandwidth (shm)",
-        x_label: "bytes gathered",
-        y_label: "GB/s",
-        x_scale: Scale::Log,
-        y_scale: Scale::Log,
-        x_tick: plot::bytes,
-    };
-    chart.render(&bw)
+    plot::small_multiples(
+        "allgatherv bandwidth (shm)",
+        "bytes gathered",
+        "GB/s",
+        Scale::Log,
+        Scale::Log,
+        plot::bytes,
+        &[Panel {
+            title: String::new(),
+            series: bw,
+        }],
+    )
 }
 
-/// Each MPI's time over shm's, when an MPI was measured.
-fn ratio_plot(r: &Results) -> Option<(String, String)> {
-    let mut ratios = Vec::new();
-    for w in r.sweeps.iter().filter(|w| w.backend != Backend::Shm) {
-        let Some(shm) = r
-            .sweeps
-            .iter()
-            .find(|x| x.backend == Backend::Shm && x.ranks == w.ranks)
-        else {
-            continue;
-        };
-        for op in ["allreduce", "allgatherv"] {
-            let points: Vec<(f64, f64)> = w
-                .points
+/// Every other backend's time over shm's at the same rank count: one panel
+/// per (operation, rank count), when anything but shm was measured.
+fn ratio_plot(r: &Results) -> Result<Option<String>, ChartError> {
+    let mut counts: Vec<usize> = r.sweeps.iter().map(|w| w.ranks).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut panels = Vec::new();
+    for op in ["allreduce", "allgatherv", "broadcast"] {
+        for &n in &counts {
+            let Some(shm) = r
+                .sweeps
                 .iter()
-                .filter(|p| p.op == op)
-                .filter_map(|p| Some((p.bytes as f64, p.us / shm.at(op, p.bytes)?)))
+                .find(|x| x.backend == Backend::Shm && x.ranks == n)
+            else {
+                continue;
+            };
+            let mut series: Vec<Series> = r
+                .sweeps
+                .iter()
+                .filter(|w| w.backend != Backend::Shm && w.ranks == n)
+                .map(|w| Series {
+                    name: format!("{} / shm", w.backend.label()),
+                    points: w
+                        .points
+                        .iter()
+                        .filter(|p| p.op == op)
+                        .filter_map(|p| Some((p.bytes as f64, p.us / shm.at(op, p.bytes)?)))
+                        .collect(),
+                    dashed: false,
+                })
+                .filter(|s| !s.points.is_empty())
                 .collect();
-            if !points.is_empty() {
-                ratios.push(Series {
-                    name: format!("{op} {} · {}", w.backend.label(), w.ranks),
-                    points,
-                    dashed: op == "allgatherv",
-                });
+            if series.is_empty() {
+                continue;
             }
+            let sizes = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+            let (lo, hi) = sizes.fold((f64::INFINITY, 0.0f64), |(a, b), x| (a.min(x), b.max(x)));
+            series.push(Series {
+                name: "same time".into(),
+                points: vec![(lo, 1.0), (hi, 1.0)],
+                dashed: true,
+            });
+            panels.push(Panel {
+                title: format!("{op} · {n} ranks"),
+                series,
+            });
         }
     }
-    if ratios.is_empty() {
-        return None;
+    if panels.is_empty() {
+        return Ok(None);
     }
-    let chart = Lines {
-        title: "MPI time / shm time (above 1: shm faster)",
-        x_label: "bytes",
-        y_label: "ratio",
-        x_scale: Scale::Log,
-        y_scale: Scale::Log,
-        x_tick: plot::bytes,
-    };
-    Some(("ratio_mpi_over_shm.svg".into(), chart.render(&ratios)))
+    plot::small_multiples(
+        "Time relative to shm (above 1: shm is faster)",
+        "message size",
+        "time / shm time",
+        Scale::Log,
+        Scale::Log,
+        plot::bytes,
+        &panels,
+    )
+    .map(Some)
 }
 
 /// SDDP speed-up over the rank × thread splits and node memory.
-fn training_plots(r: &Results) -> Vec<(String, String)> {
+fn training_plots(r: &Results) -> Result<Vec<(String, String)>, ChartError> {
     let mut files = Vec::new();
     if let Some(base) = r.scaling.first().and_then(TrainRun::secs_per_iteration) {
         let cats: Vec<String> = r.scaling.iter().map(|x| x.label.clone()).collect();
@@ -483,7 +506,7 @@ fn training_plots(r: &Results) -> Vec<(String, String)> {
         };
         files.push((
             "sddp_speedup.svg".into(),
-            plot::bars("SDDP speed-up over 1 × 1", "speed-up", &cats, &[speedup]),
+            plot::bars("SDDP speed-up over 1 × 1", "speed-up", &cats, &[speedup])?,
         ));
     }
     if !r.memory.is_empty() {
@@ -513,10 +536,10 @@ fn training_plots(r: &Results) -> Vec<(String, String)> {
                         dashed: false,
                     },
                 ],
-            ),
+            )?,
         ));
     }
-    files
+    Ok(files)
 }
 
 fn json(r: &Results) -> Value {
@@ -553,8 +576,8 @@ fn json(r: &Results) -> Value {
 /// Write the report set into `dir` (replacing what was there, atomically).
 ///
 /// # Errors
-/// When the directory cannot be written.
-pub fn write(dir: &Path, r: &Results) -> Result<(), AtomicDirError> {
+/// When a chart cannot be drawn or the directory cannot be written.
+pub fn write(dir: &Path, r: &Results) -> Result<(), String> {
     let mut texts = vec![
         ("report.md".to_string(), markdown(r)),
         (
@@ -562,7 +585,7 @@ pub fn write(dir: &Path, r: &Results) -> Result<(), AtomicDirError> {
             serde_json::to_string_pretty(&json(r)).unwrap_or_default() + "\n",
         ),
     ];
-    texts.extend(plots(r));
+    texts.extend(plots(r).map_err(|e| format!("cannot draw the charts: {e}"))?);
     let writers: Vec<(String, Box<Contents<'_>>)> = texts
         .iter()
         .map(|(name, text)| {
@@ -575,5 +598,5 @@ pub fn write(dir: &Path, r: &Results) -> Result<(), AtomicDirError> {
         .iter()
         .map(|(n, w)| (n.as_str(), w.as_ref()))
         .collect();
-    write_dir(dir, &files)
+    write_dir(dir, &files).map_err(|e| e.to_string())
 }

@@ -11,14 +11,14 @@
 //! Modules: `machine` (the copy and cache-line probes), `collectives` (the
 //! measuring rank body, the sweeps over backends, the C program for native
 //! MPI), `mpi` (which MPIs are installed), `training` (SDDP runs of the
-//! launcher), `plot` (charts) and `document` (report.md and results.json).
+//! launcher) and `document` (report.md, results.json and the charts, drawn
+//! by `cobre-shm-plot`).
 #![forbid(unsafe_code)]
 
 mod collectives;
 mod document;
 mod machine;
 mod mpi;
-mod plot;
 mod training;
 
 use std::io::{IsTerminal, Write};
@@ -361,7 +361,7 @@ pub fn report(args: &Options, quiet: bool) -> Result<(), String> {
     });
     let _ = std::fs::remove_dir_all(&scratch);
     let results = result?;
-    document::write(&out, &results).map_err(|e| e.to_string())?;
+    document::write(&out, &results)?;
     if !quiet {
         println!("report written to {}/report.md", out.display());
     }

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
 
+use cobre_shm_plot::ChartError;
 use serde_json::{json, Value};
 
 use crate::atomic_dir::{write_dir, AtomicDirError, Contents};
@@ -213,109 +214,25 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
     })
 }
 
-/// A line chart of the bounds per iteration.
-#[must_use]
-pub fn convergence_svg(case: &Case, report: &TrainReport) -> String {
-    let (w, h, pad) = (720.0f64, 400.0f64, 60.0f64);
-    let rows = &report.rows;
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for r in rows {
-        for v in [
-            r.lower_bound,
-            r.upper_bound_mean - r.upper_bound_ci95,
-            r.upper_bound_mean + r.upper_bound_ci95,
-        ] {
-            if v.is_finite() {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-        }
-    }
-    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
-        lo = if lo.is_finite() { lo - 1.0 } else { 0.0 };
-        hi = lo + 2.0;
-    }
-    let n = rows.len().max(2) as f64;
-    let x = |i: usize| pad + (i as f64) / (n - 1.0) * (w - 2.0 * pad);
-    let y = |v: f64| h - pad - (v - lo) / (hi - lo) * (h - 2.0 * pad);
-    let line = |f: &dyn Fn(usize) -> f64| {
-        rows.iter()
-            .enumerate()
-            .map(|(i, _)| format!("{:.1},{:.1}", x(i), y(f(i))))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{pad}" y="24" font-size="15">{} — bounds per iteration</text>"#,
-        xml(&case.name)
-    );
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="{}"/>"##,
-        line(&|i| rows[i].upper_bound_mean + rows[i].upper_bound_ci95)
-    );
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="{}"/>"##,
-        line(&|i| rows[i].upper_bound_mean - rows[i].upper_bound_ci95)
-    );
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{}"/>"##,
-        line(&|i| rows[i].upper_bound_mean)
-    );
-    let _ = writeln!(
-        s,
-        r##"<polyline fill="none" stroke="#2471a3" stroke-width="2" points="{}"/>"##,
-        line(&|i| rows[i].lower_bound)
-    );
-    let _ = writeln!(
-        s,
-        r##"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"##,
-        h - pad,
-        w - pad,
-        h - pad
-    );
-    let _ = writeln!(
-        s,
-        r##"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"##,
-        h - pad
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">iteration (1–{})</text>"#,
-        w / 2.0,
-        h - 20.0,
-        rows.len()
-    );
-    let _ = writeln!(s, r#"<text x="8" y="{}">{hi:.6e}</text>"#, pad);
-    let _ = writeln!(s, r#"<text x="8" y="{}">{lo:.6e}</text>"#, h - pad);
-    let _ = writeln!(
-        s,
-        r##"<text x="{}" y="44" fill="#2471a3">lower bound</text>"##,
-        w - 260.0
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{}" y="44" fill="#c0392b">upper bound mean ± 95% CI</text>"##,
-        w - 170.0
-    );
-    s.push_str("</svg>\n");
-    s
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// A chart of the bounds per iteration: the lower bound and the mean of
+/// the trajectory costs with its 95 % confidence band.
+///
+/// # Errors
+/// When the chart cannot be drawn.
+pub fn convergence_svg(case: &Case, report: &TrainReport) -> Result<String, ChartError> {
+    let rows: Vec<(usize, f64, f64, f64)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.iteration,
+                r.lower_bound,
+                r.upper_bound_mean,
+                r.upper_bound_ci95,
+            )
+        })
+        .collect();
+    cobre_shm_plot::convergence(&format!("{} — bounds per iteration", case.name), &rows)
 }
 
 /// Write all four files as the new contents of `dir`, atomically: readers
@@ -328,15 +245,21 @@ pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), At
     let csv = text(convergence_csv(report));
     let summary =
         text(serde_json::to_string_pretty(&summary_json(case, report)).unwrap_or_default() + "\n");
-    let svg = text(convergence_svg(case, report));
+    // A chart that cannot be drawn is left out; the numbers are in the csv.
+    let chart = convergence_svg(case, report)
+        .inspect_err(|e| tracing::warn!("convergence.svg left out: {e}"))
+        .ok();
+    let svg = text(chart.clone().unwrap_or_default());
     let policy = |w: &mut dyn Write| write_policy_json(w, case, report);
     let checkpoint = |w: &mut dyn Write| write_checkpoint(w, case, report);
     let mut files: Vec<(&str, &Contents)> = vec![
         ("convergence.csv", &csv),
         ("policy.json", &policy),
         ("summary.json", &summary),
-        ("convergence.svg", &svg),
     ];
+    if chart.is_some() {
+        files.push(("convergence.svg", &svg));
+    }
     if report.checkpoint.is_some() {
         files.push((crate::checkpoint::FILE, &checkpoint));
     }

@@ -102,16 +102,28 @@ mod tests {
 
     #[test]
     fn wake_reaches_a_sleeper() {
+        // The word never changes: only FUTEX_WAKE can end the wait before
+        // its 5 s timeout, so a wake that reaches nobody fails the test.
         let w = Arc::new(AtomicU32::new(0));
-        let w2 = Arc::clone(&w);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w2, done2) = (Arc::clone(&w), Arc::clone(&done));
         let h = std::thread::spawn(move || {
-            while w2.load(Ordering::Acquire) == 0 {
-                let _ = wait(&w2, 0, Duration::from_secs(5)).expect("futex wait");
-            }
+            let t = Instant::now();
+            let out = wait(&w2, 0, Duration::from_secs(5)).expect("futex wait");
+            done2.store(true, Ordering::Release);
+            (out, t.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(20));
-        w.store(1, Ordering::Release);
-        wake_all(&w);
-        h.join().expect("waiter thread");
+        // Wake until the waiter is gone (it may not be asleep yet at the
+        // first wake); count the sleepers reached.
+        let mut woken = 0;
+        let t = Instant::now();
+        while !done.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(6) {
+            std::thread::sleep(Duration::from_millis(20));
+            woken += wake_all(&w);
+        }
+        let (out, slept) = h.join().expect("waiter thread");
+        assert_eq!(out, WaitOutcome::Woken, "slept {slept:?}");
+        assert!(slept < Duration::from_secs(2), "slept {slept:?}");
+        assert_eq!(woken, 1, "FUTEX_WAKE reports the one sleeper it woke");
     }
 }
