@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cobre_shm_sddp::generate::{generate, GenerateSpec};
-use cobre_shm_sddp::Case;
+use cobre_shm_sddp::hydrothermal::generate::{generate, GenerateSpec};
+use cobre_shm_sddp::hydrothermal::case::Case;
 
 /// The `cobre-shm` binary built next to this benchmark.
 pub fn launcher() -> PathBuf {
@@ -77,4 +77,37 @@ pub fn train_summary(
 /// Bytes as megabytes.
 pub fn mb(b: f64) -> f64 {
     b / 1e6
+}
+
+/// A workspace holding stage `t` of `model` frozen with the cuts `records`
+/// (pool records `[α, iteration, trajectory, π…]`, all active), ready for
+/// `load` and `solve`.
+pub fn frozen_workspace(
+    model: &cobre_shm_sddp::hydrothermal::HydroThermal<'_>,
+    t: usize,
+    records: &[f64],
+) -> cobre_shm_sddp::solve::workspace::Workspace {
+    use cobre_comm::LocalBackend;
+    use cobre_shm::Comm;
+    use cobre_shm_sddp::model::{Model, Phase};
+    use cobre_shm_sddp::shared::{cache::StageCache, pool::CutPool, pool::HEAD};
+    use cobre_shm_sddp::solve::workspace::{CutsOf, Frozen, Workspace};
+    let comm = Comm::Local(LocalBackend);
+    let cache = StageCache::build(&comm, model, false).expect("cache");
+    let lanes = model.stages() - 1;
+    let widths: Vec<usize> = (0..lanes).map(|c| model.cut_layout(c).len()).collect();
+    let stride = HEAD + widths[t];
+    let cuts = records.len() / stride;
+    let mut pool =
+        CutPool::new(&comm, widths, cuts.max(1), model.state_len(), false, false).expect("pool");
+    pool.append_cuts(&comm, t, &[cuts], records).expect("cuts");
+    let mut ws = Workspace::new(model.profile(Phase::Forward), None).expect("workspace");
+    let src = Frozen {
+        cache: &cache,
+        pool: &pool,
+        layout: Some(model.cut_layout(t)),
+        theta: model.theta_column(t),
+    };
+    ws.freeze(src, t, CutsOf::Active, 0);
+    ws
 }

@@ -17,14 +17,9 @@ mod common;
 
 use std::path::Path;
 
-use cobre_comm::LocalBackend;
-use cobre_shm::Comm;
-use cobre_shm_sddp::cache::StageCache;
-use cobre_shm_sddp::generate::GenerateSpec;
-use cobre_shm_sddp::pool::CutPool;
-use cobre_shm_sddp::selection::{CutSelection, Selector};
-use cobre_shm_sddp::workspace::{Source, Workspace};
-use cobre_shm_sddp::Case;
+use cobre_shm_sddp::hydrothermal::generate::GenerateSpec;
+use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
+use cobre_shm_sddp::Model;
 use serde_json::Value;
 
 use common::{launcher, mb, train_summary, write_case};
@@ -167,12 +162,8 @@ fn rss() -> f64 {
 /// Bytes one workspace costs once it holds a stage of `case` with `cuts`
 /// active cuts (measured as RSS growth over `n` workspaces in this process).
 fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
-    let comm = Comm::Local(LocalBackend);
-    let cache = StageCache::build(&comm, case, false).expect("cache");
+    let model = HydroThermal::new(case, 0);
     let nh = case.hydros.len();
-    let lanes = case.stages - 1;
-    let mut pool = CutPool::new(&comm, lanes, cuts.max(1), nh, false).expect("pool");
-    let mut selector = Selector::new(CutSelection::None, lanes, 0, 1);
     // Cuts tangent to a convex quadratic: distinct, each binding somewhere.
     let records: Vec<f64> = (0..cuts)
         .flat_map(|k| {
@@ -182,22 +173,15 @@ fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
             rec
         })
         .collect();
-    let slots = pool.append_cuts(&comm, 0, &[cuts], &records).expect("cuts");
-    let pending = selector.add_cuts(&pool, 0, slots);
-    selector.share(&comm, pending).expect("share");
-    let src = Source {
-        cache: &cache,
-        pool: &pool,
-        selector: &selector,
-    };
     let state: Vec<f64> = case.hydros.iter().map(|h| h.initial_volume).collect();
     let inflows = vec![10.0; nh];
     let before = rss();
     let mut spaces = Vec::new();
     for _ in 0..n {
-        let mut ws = Workspace::new(cache.shape(), None).expect("workspace");
-        ws.load(src, 0).expect("load");
-        ws.solve(&state, &inflows, None).expect("solve");
+        let mut ws = common::frozen_workspace(&model, 0, &records);
+        ws.load().expect("load");
+        let mut set = |s: &mut cobre_solver::HighsSolver| model.prepare(0, &inflows, &state, &mut (), s);
+        ws.solve(None, &mut set, &String::new).expect("solve");
         spaces.push(ws);
     }
     let grown = rss() - before;

@@ -24,12 +24,9 @@ mod common;
 
 use cobre_comm::LocalBackend;
 use cobre_shm::Comm;
-use cobre_shm_sddp::cache::StageCache;
-use cobre_shm_sddp::generate::GenerateSpec;
-use cobre_shm_sddp::pool::CutPool;
-use cobre_shm_sddp::selection::{CutSelection, Selector};
-use cobre_shm_sddp::workspace::{Source, Workspace};
-use cobre_shm_sddp::{train, Case, TrainOptions};
+use cobre_shm_sddp::hydrothermal::generate::GenerateSpec;
+use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
+use cobre_shm_sddp::{train, Hooks, Model, TrainReport};
 
 use common::{launcher, write_case};
 
@@ -133,10 +130,17 @@ fn main() {
 
     // 3. LP solves per second on one workspace: warm re-solves after an RHS
     // change, against a stage change (load from the cache) then a cold solve.
-    let mut opts = TrainOptions::from_case(&case, 1);
+    let (mut opts, seed) = cobre_shm_sddp::hydrothermal::options(&case, 1);
     opts.iterations = 3;
     opts.forward_passes = 40;
-    let report = train(&Comm::Local(LocalBackend), &case, &opts, |_| {}).expect("train");
+    let model = HydroThermal::new(&case, seed);
+    let report = train(
+        &Comm::Local(LocalBackend),
+        &model,
+        &opts,
+        Hooks::iterations(&mut |_| {}),
+    )
+    .expect("train");
     let (warm, cold, cuts) = solve_rates(&case, &report, if quick { 500 } else { 3000 });
     println!(
         "\n## 3. LP solves per second on one thread (stage 2 of the 20-hydro case with {cuts} cuts; openings cycled)\n"
@@ -248,51 +252,30 @@ fn versus_mpi(dir: &Path, case: &Path, quick: bool) {
 /// Warm re-solves per second and (stage load + cold solve) per second on
 /// stage 2 of `case` holding every cut `report` produced for it, and the
 /// number of those cuts.
-fn solve_rates(
-    case: &Case,
-    report: &cobre_shm_sddp::TrainReport,
-    solves: usize,
-) -> (f64, f64, usize) {
-    let comm = Comm::Local(LocalBackend);
+fn solve_rates(case: &Case, report: &TrainReport, solves: usize) -> (f64, f64, usize) {
     let t = 1;
-    let cache = StageCache::build(&comm, case, false).expect("cache");
-    let nh = case.hydros.len();
-    let lanes = case.stages - 1;
+    let model = HydroThermal::new(case, 0);
     let cuts = report.policy.len(t);
-    let mut pool = CutPool::new(&comm, lanes, cuts.max(1), nh, false).expect("pool");
-    let mut selector = Selector::new(CutSelection::None, lanes, 0, 1);
-    let slots = pool
-        .append_cuts(&comm, t, &[cuts], &report.policy.stages[t])
-        .expect("cuts");
-    let pending = selector.add_cuts(&pool, t, slots);
-    selector.share(&comm, pending).expect("share");
-    let src = Source {
-        cache: &cache,
-        pool: &pool,
-        selector: &selector,
-    };
-    let mut ws = Workspace::new(cache.shape(), None).expect("workspace");
-    let (off, len) = case.tree_offsets();
-    let mut tree = vec![0.0; len];
-    for s in 0..case.stages {
-        let end = off.get(s + 1).copied().unwrap_or(len);
-        case.fill_stage_inflows(s, &mut tree[off[s]..end]);
-    }
+    let mut ws = common::frozen_workspace(&model, t, &report.policy.stages[t]);
+    let nh = case.hydros.len();
+    let mut inflows = vec![0.0; case.openings(t) * nh];
+    case.fill_stage_inflows(t, &mut inflows);
     let state: Vec<f64> = case
         .hydros
         .iter()
         .map(|h| 0.5 * (h.min_volume + h.max_volume))
         .collect();
     let mut rate = |reload: bool| {
-        ws.load(src, t).expect("load");
+        ws.load().expect("load");
         let t0 = Instant::now();
         for i in 0..solves {
             if reload {
-                ws.load(src, t).expect("load");
+                ws.load().expect("load");
             }
             let k = i % case.openings(t);
-            let a = &tree[off[t] + k * nh..off[t] + (k + 1) * nh];
-            ws.solve(&state, a, None).expect("solve");
+            let a = &inflows[k * nh..(k + 1) * nh];
+            let mut set = |s: &mut cobre_solver::HighsSolver| model.prepare(t, a, &state, &mut (), s);
+            ws.solve(None, &mut set, &String::new).expect("solve");
         }
         solves as f64 / t0.elapsed().as_secs_f64()
     };

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cobre_shm_sddp::{Case, TrainOptions};
+use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -68,7 +68,7 @@ fn mutate(v: &mut Value, pick: &mut usize, value: &Option<Value>) -> bool {
 }
 
 fn bases() -> Vec<Value> {
-    let generated = cobre_shm_sddp::generate::generate(&cobre_shm_sddp::generate::GenerateSpec {
+    let generated = cobre_shm_sddp::hydrothermal::generate::generate(&cobre_shm_sddp::hydrothermal::generate::GenerateSpec {
         hydros: 3,
         stages: 4,
         openings: 2,
@@ -76,7 +76,7 @@ fn bases() -> Vec<Value> {
         seed: 1,
     });
     vec![
-        serde_json::from_str(cobre_shm_sddp::case::TUTORIAL_CASE).expect("tutorial"),
+        serde_json::from_str(cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE).expect("tutorial"),
         serde_json::to_value(generated).expect("generated"),
     ]
 }
@@ -98,9 +98,9 @@ proptest! {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if let Ok(case) = Case::parse(&text, "fuzz", "fuzz") {
                 // A case that parses can be sized and laid out.
-                let opts = TrainOptions::from_case(&case, 1);
-                let _ = cobre_shm_sddp::engine::sizes(&case, &opts);
-                let _ = cobre_shm_sddp::lp::Shape::of(&case);
+                let (opts, seed) = cobre_shm_sddp::hydrothermal::options(&case, 1);
+                let _ = cobre_shm_sddp::sizes(&HydroThermal::new(&case, seed), &opts);
+                let _ = cobre_shm_sddp::hydrothermal::lp::Shape::of(&case);
             }
         }));
         prop_assert!(outcome.is_ok(), "panicked on {text}");

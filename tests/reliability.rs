@@ -320,17 +320,18 @@ COBRE_TEST_CASE=staging "$L" -p 1 -- "$T" rank_entry --exact --ignored --nocaptu
 
 #[test]
 fn a_run_whose_data_needs_the_room_keeps_the_default_staging_buffers() {
-    use cobre_shm_sddp::{case, engine};
+    use cobre_shm_sddp::hydrothermal::{case, options, HydroThermal};
     if !sixteen_ranks_oversubscribe() {
         return;
     }
     // The bundled case with enough cuts for about 40 MB of shared data.
     let tutorial = case::Case::parse(case::TUTORIAL_CASE, "bundled", "tutorial").expect("case");
-    let mut opts = engine::TrainOptions::from_case(&tutorial, 1);
+    let (mut opts, seed) = options(&tutorial, 1);
+    let model = HydroThermal::new(&tutorial, seed);
     opts.forward_passes = 64;
     opts.iterations = 16;
     let shared = loop {
-        let b = engine::sizes(&tutorial, &opts)
+        let b = cobre_shm_sddp::sizes(&model, &opts)
             .expect("sizes")
             .shared_bytes();
         if b >= 40 << 20 || opts.iterations > 1 << 20 {

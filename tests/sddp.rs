@@ -9,9 +9,10 @@ mod common;
 
 use cobre_comm::LocalBackend;
 use cobre_shm::Comm;
-use cobre_shm_sddp::case::Uncertainty;
-use cobre_shm_sddp::lp::penalty_cost;
-use cobre_shm_sddp::{train, Case, TrainOptions, TrainReport};
+use cobre_shm_sddp::hydrothermal::case::Uncertainty;
+use cobre_shm_sddp::hydrothermal::lp::penalty_cost;
+use cobre_shm_sddp::hydrothermal::{case::Case, options, HydroThermal};
+use cobre_shm_sddp::{train, Hooks, TrainReport};
 use cobre_solver::{HighsSolver, SolverInterface, StageTemplate};
 
 const INF: f64 = f64::INFINITY;
@@ -176,11 +177,17 @@ fn deterministic_equivalent(case: &Case) -> f64 {
 }
 
 fn train_local(case: &Case, iterations: usize, passes: usize) -> TrainReport {
-    let mut opts = TrainOptions::from_case(case, 2);
+    let (mut opts, _) = options(case, 2);
     opts.iterations = iterations;
     opts.forward_passes = passes;
-    opts.seed = 11;
-    train(&Comm::Local(LocalBackend), case, &opts, |_| {}).expect("train")
+    let model = HydroThermal::new(case, 11);
+    train(
+        &Comm::Local(LocalBackend),
+        &model,
+        &opts,
+        Hooks::iterations(&mut |_| {}),
+    )
+    .expect("train")
 }
 
 fn converge(case: &Case, iterations: usize, passes: usize) -> Vec<f64> {
@@ -211,7 +218,7 @@ fn check_against_de(json: &str, iterations: usize, passes: usize) -> TrainReport
 
 #[test]
 fn tutorial_reaches_8333_33() {
-    let case = Case::parse(cobre_shm_sddp::case::TUTORIAL_CASE, "tutorial", "t").expect("tutorial");
+    let case = Case::parse(cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE, "tutorial", "t").expect("tutorial");
     let exact = deterministic_equivalent(&case);
     assert!(
         (exact - 25_000.0 / 3.0).abs() < 1e-4,

@@ -560,14 +560,14 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         results.sweeps = collective_sweeps(p, kernel, &mpis, linked.as_ref(), &mut progress);
     }
     let case = p.scratch.join("case.json");
-    let spec = cobre_shm_sddp::generate::GenerateSpec {
+    let spec = cobre_shm_sddp::hydrothermal::generate::GenerateSpec {
         hydros: h,
         stages: t,
         openings: o,
         thermals: j,
         seed: 1,
     };
-    let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(&spec))
+    let text = serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(&spec))
         .map_err(|e| format!("cannot write the case: {e}"))?;
     std::fs::write(&case, text).map_err(|e| format!("cannot write {}: {e}", case.display()))?;
     let study = Study {

@@ -5,7 +5,7 @@
 use cobre_shm::launch::MAX_THREADS_PER_CPU;
 use cobre_shm::machine::{mem_available, shm_free_bytes};
 use cobre_shm_layout::DEFAULT_STAGING_BYTES;
-use cobre_shm_sddp::engine::Sizes;
+use cobre_shm_sddp::Sizes;
 
 /// Bytes of memory a rank's thread needs at least (a workspace without
 /// cuts, its stack and scratch), measured by `benches/memory.rs`.

@@ -204,7 +204,7 @@ fn dispatch(cli: &Cli) -> Result<i32, String> {
             seed,
             output,
         }) => generate(
-            &cobre_shm_sddp::generate::GenerateSpec {
+            &cobre_shm_sddp::hydrothermal::generate::GenerateSpec {
                 hydros: *hydros,
                 stages: *stages,
                 openings: *openings,
@@ -297,7 +297,7 @@ fn clean(list: bool) -> Result<i32, String> {
 /// `cobre-shm generate`: a synthetic case of bounded size, to a file or
 /// standard output.
 fn generate(
-    spec: &cobre_shm_sddp::generate::GenerateSpec,
+    spec: &cobre_shm_sddp::hydrothermal::generate::GenerateSpec,
     output: Option<&std::path::Path>,
 ) -> Result<i32, String> {
     let (hydros, stages, openings, thermals) =
@@ -305,10 +305,10 @@ fn generate(
     if [hydros, stages, openings].contains(&0) {
         return Err("--hydros, --stages and --openings must be at least 1".into());
     }
-    if stages > cobre_shm_sddp::case::MAX_STAGES {
+    if stages > cobre_shm_sddp::hydrothermal::case::MAX_STAGES {
         return Err(format!(
             "--stages {stages} is more than the {} stages a case may have",
-            cobre_shm_sddp::case::MAX_STAGES
+            cobre_shm_sddp::hydrothermal::case::MAX_STAGES
         ));
     }
     // The file holds a mean and a deviation per (stage, hydro); the
@@ -318,16 +318,16 @@ fn generate(
     let tree = table.and_then(|v| v.checked_mul(openings));
     if thermals > MAX_VALUES
         || table.is_none_or(|v| v > MAX_VALUES)
-        || tree.is_none_or(|v| v > cobre_shm_sddp::case::MAX_TREE_VALUES)
+        || tree.is_none_or(|v| v > cobre_shm_sddp::hydrothermal::case::MAX_TREE_VALUES)
     {
         return Err(format!(
             "--hydros {hydros} --stages {stages} --openings {openings} --thermals \
              {thermals} is too large to generate (at most {MAX_VALUES} stage x hydro \
              values and {} inflows in the opening tree)",
-            cobre_shm_sddp::case::MAX_TREE_VALUES
+            cobre_shm_sddp::hydrothermal::case::MAX_TREE_VALUES
         ));
     }
-    let text = serde_json::to_string_pretty(&cobre_shm_sddp::generate::generate(spec))
+    let text = serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(spec))
         .map_err(|e| format!("cannot serialise the case: {e}"))?;
     match output {
         Some(path) => std::fs::write(path, text + "\n")

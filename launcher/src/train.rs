@@ -11,10 +11,11 @@ use std::time::Duration;
 use cobre_comm::Communicator;
 use cobre_shm::{Comm, ShmBackend};
 use cobre_shm_layout::DEFAULT_STAGING_BYTES;
-use cobre_shm_sddp::checkpoint;
-use cobre_shm_sddp::workspace::Fault;
+use cobre_shm_sddp::checkpoint::{self, Identity};
+use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
+use cobre_shm_sddp::solve::workspace::Fault;
 use cobre_shm_sddp::{
-    output, train_with, Case, CutSelection, EngineComm, EngineError, Hooks, IterationRow,
+    output, train, CutSelection, EngineComm, EngineError, Hooks, IterationRow, Model,
     TrainOptions, TrainReport,
 };
 
@@ -46,12 +47,10 @@ pub struct TrainArgs {
     /// (to measure what sharing saves)
     #[arg(long)]
     pub replicate: bool,
-    /// Trajectories per warm-start group (results are identical for any
-    /// ranks × threads at a fixed group size)
-    #[arg(long, value_name = "G")]
-    pub warm_group: Option<usize>,
-    /// Which cuts each stage LP loads: `level1` (cuts binding at some
-    /// visited trial point, plus the newest) or `none` (every cut)
+    /// Which cuts each stage LP loads: `level1` (cuts within 1e-10 of the
+    /// best at some recently visited trial point), `lml1` (only the oldest
+    /// such cut), `dominated`, or `none` (every cut); the newest cuts are
+    /// always loaded
     #[arg(long, value_name = "RULE", default_value = "level1")]
     pub cut_selection: CutSelection,
     /// Write a checkpoint (with the results so far) into the output
@@ -125,13 +124,13 @@ fn prepare(
     let case = match &args.case {
         Some(p) => Case::load(&p.to_string_lossy()).map_err(|e| e.to_string())?,
         None => Case::parse(
-            cobre_shm_sddp::case::TUTORIAL_CASE,
+            cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE,
             "bundled tutorial",
             "hydro_thermal_tutorial",
         )
         .map_err(|e| e.to_string())?,
     };
-    let mut opts = TrainOptions::from_case(&case, threads);
+    let (mut opts, mut seed) = cobre_shm_sddp::hydrothermal::options(&case, threads);
     let positive = |v: Option<usize>, name: &str| match v {
         Some(0) => Err(format!("--{name} must be at least 1")),
         other => Ok(other),
@@ -142,20 +141,18 @@ fn prepare(
     if let Some(m) = positive(args.forward_passes, "forward-passes")? {
         opts.forward_passes = m;
     }
-    if let Some(g) = positive(args.warm_group, "warm-group")? {
-        opts.warm_group = g;
-    }
     if let Some(s) = args.seed {
-        opts.seed = s;
+        seed = s;
     }
     if let Some(t) = args.time_limit {
-        opts.time_limit = Some(t);
+        opts.stop.time_limit = Some(t);
     }
     opts.replicate = args.replicate;
     opts.cut_selection = args.cut_selection;
     opts.fault = args.inject_solver_fault;
     opts.checkpoint_every = (args.checkpoint_every > 0).then_some(args.checkpoint_every);
-    let sizes = cobre_shm_sddp::engine::sizes(&case, &opts).map_err(|e| e.to_string())?;
+    let model = HydroThermal::new(&case, seed);
+    let sizes = cobre_shm_sddp::sizes(&model, &opts).map_err(|e| e.to_string())?;
     let fits = |bytes: usize| {
         let both = (bytes as u64).saturating_mul(2);
         crate::limits::check_memory(&sizes, copies, workers, opts.replicate, both)
@@ -171,13 +168,22 @@ fn prepare(
     cobre_shm_sddp::atomic_dir::check_writable(&dir).map_err(|e| e.to_string())?;
     let resume = match &args.resume {
         Some(from) => Some(
-            checkpoint::read(&from.join(checkpoint::FILE), &case, &opts)
-                .map_err(|e| e.to_string())?,
+            checkpoint::read(
+                &from.join(checkpoint::FILE),
+                Identity {
+                    model: model.fingerprint(),
+                    options: checkpoint::options_fingerprint(&opts),
+                },
+                opts.iterations,
+            )
+            .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
+    drop(model);
     Ok(Prepared {
         case,
+        seed,
         opts,
         dir,
         resume,
@@ -188,6 +194,8 @@ fn prepare(
 /// Everything a rank needs, checked before any rank exists.
 struct Prepared {
     case: Case,
+    /// Sampling seed.
+    seed: u64,
     opts: TrainOptions,
     dir: PathBuf,
     resume: Option<checkpoint::State>,
@@ -266,6 +274,7 @@ fn train_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosit
     let Prepared {
         case, dir, resume, ..
     } = p;
+    let model = HydroThermal::new(case, p.seed);
     let opts = &TrainOptions {
         threads,
         ..p.opts.clone()
@@ -293,17 +302,17 @@ fn train_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosit
         }
     };
     let mut on_checkpoint = |report: &TrainReport| {
-        if let Err(e) = output::write_all(dir, case, report) {
+        if let Err(e) = output::write_all(dir, &model, report) {
             crate::launch::line(&format!("cobre-shm: checkpoint not written: {e}"));
         }
     };
-    let result = train_with(
+    let result = train(
         comm,
-        case,
+        &model,
         opts,
         Hooks {
             on_iteration: &mut on_iteration,
-            on_checkpoint: &mut on_checkpoint,
+            on_checkpoint: Some(&mut on_checkpoint),
             stop: Some(&flags.any),
             resume: resume.as_ref(),
         },
@@ -316,7 +325,7 @@ fn train_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosit
             if rank != 0 {
                 return 0;
             }
-            if let Err(e) = output::write_all(dir, case, &report) {
+            if let Err(e) = output::write_all(dir, &model, &report) {
                 crate::launch::line(&format!("cobre-shm: {e}"));
                 return 1;
             }
@@ -334,7 +343,7 @@ fn train_rank<C: EngineComm>(comm: &C, p: &Prepared, threads: usize, v: Verbosit
                 ));
             }
             if let (0, Some(report)) = (rank, &failure.partial) {
-                match output::write_all(dir, case, report) {
+                match output::write_all(dir, &model, report) {
                     Ok(()) => crate::launch::line(&format!(
                         "cobre-shm: the {done} completed iteration(s), every cut published so far \
                          and a checkpoint are in {dir} (continue with --resume {dir})",

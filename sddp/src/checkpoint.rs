@@ -1,30 +1,37 @@
 //! Checkpoints: everything a run needs to continue exactly where it was —
-//! the completed iterations (their convergence rows), every cut and trial
-//! point they produced, and the basis each warm group left at each stage.
-//! The sampling needs nothing: every random number is a pure function of
-//! (seed, iteration, trajectory, stage). A run resumed from iteration `i`
-//! therefore gives the same cuts, bounds and policy as the uninterrupted run,
-//! on any ranks × threads split.
+//! the completed iterations (their convergence rows), every cut they
+//! produced with its active flag, the trial points cut selection reads, the
+//! basis each trajectory left at each stage, and the lower bound's basis.
+//! The sampling needs nothing: every draw is a pure function of (iteration,
+//! trajectory, stage). A run resumed from iteration `i` therefore gives the
+//! same cuts, bounds and policy as the uninterrupted run, on any ranks ×
+//! threads split.
 //!
-//! Format (`checkpoint.bin`, little-endian): magic `COBRECKP`, version, a
-//! fingerprint of the case and of the options the results depend on, then
-//! the rows, the pool lanes, the trial points and the bases. Checked when
-//! read: another case, other options or another version are refused, naming
-//! which.
+//! Format (`checkpoint.bin`, little-endian): magic `COBRECKP`, version, the
+//! fingerprints of the model and of the options the results depend on, the
+//! rows, the pool lanes (stride, records, active flags), the trial points,
+//! the bases, and last an XXH3-128 digest of every byte before it. Checked
+//! when read, before anything else is trusted: a damaged file, another
+//! version, another study or other options are refused, naming which.
 #![forbid(unsafe_code)]
 
-use cobre_solver::BasisStatus;
+use std::io::Write;
 
-use crate::basis::Entry;
-use crate::case::Case;
-use crate::engine::{IterationRow, TrainOptions};
+use cobre_solver::BasisStatus;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::report::IterationRow;
+use crate::solve::basis::Entry;
 
 /// First bytes of a checkpoint.
 pub const MAGIC: &[u8; 8] = b"COBRECKP";
-/// Version of the format.
-pub const VERSION: u32 = 1;
+/// Version of the format (2: per-lane strides, active flags, full bases,
+/// a closing digest).
+pub const VERSION: u32 = 2;
 /// File name inside an output directory.
 pub const FILE: &str = "checkpoint.bin";
+/// Bytes of the closing digest.
+pub const DIGEST_BYTES: usize = 16;
 
 /// Why a checkpoint cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +43,15 @@ pub enum CheckpointError {
         path: String,
         /// Cause.
         source: std::io::Error,
+    },
+    /// Its bytes do not match the digest it was written with.
+    #[error(
+        "{path} is damaged (its contents do not match the digest written with it): resume from \
+         an intact copy of the study's outputs, or start the study again without --resume"
+    )]
+    Damaged {
+        /// Path.
+        path: String,
     },
     /// Not a checkpoint, or cut short.
     #[error("{path} is not a complete cobre-shm checkpoint ({what})")]
@@ -53,10 +69,10 @@ pub enum CheckpointError {
         /// Version found.
         found: u32,
     },
-    /// Of another case or other options.
+    /// Of another study or other options.
     #[error(
         "{path} belongs to another study: {what}. Resume with the case and the options it was \
-         written with (--seed, --forward-passes, --warm-group, --cut-selection)"
+         written with (--seed, --forward-passes, --cut-selection)"
     )]
     Mismatch {
         /// Path.
@@ -79,6 +95,17 @@ pub enum CheckpointError {
     },
 }
 
+/// One lane of the pool in a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaneState {
+    /// Values per record.
+    pub stride: usize,
+    /// The records of the completed iterations (record-major).
+    pub records: Vec<f64>,
+    /// Active flags, one bit per slot.
+    pub active: Vec<u64>,
+}
+
 /// What a checkpoint holds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
@@ -86,11 +113,11 @@ pub struct State {
     pub iterations: usize,
     /// Their convergence rows.
     pub rows: Vec<IterationRow>,
-    /// Per lane, the cut records (record-major).
-    pub cuts: Vec<Vec<f64>>,
-    /// Trial points (`states × lanes × hydros`).
+    /// The pool lanes.
+    pub lanes: Vec<LaneState>,
+    /// Trial points (`states × lanes × state`), when kept.
     pub states: Vec<f64>,
-    /// `(group, stage, basis)` of every cached basis.
+    /// `(trajectory, stage, basis)` of every stored basis.
     pub bases: Vec<(u32, u32, Entry)>,
     /// The lower bound's basis.
     pub lb_basis: Entry,
@@ -98,91 +125,114 @@ pub struct State {
     pub slack: f64,
 }
 
-/// FNV-1a over bytes.
-fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// What the results depend on besides the model: fingerprints of both,
+/// written into a checkpoint and compared when it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// [`crate::model::Model::fingerprint`].
+    pub model: u64,
+    /// [`options_fingerprint`].
+    pub options: u64,
 }
 
-/// What the results depend on: the case and the options that change them
-/// (not the iteration limit, the time limit or the layout).
+/// What the results depend on among the options (not the iteration limit,
+/// the stop rules or the layout).
 #[must_use]
-pub fn fingerprint(case: &Case, opts: &TrainOptions) -> (u64, u64) {
-    let c = fnv(0xcbf2_9ce4_8422_2325, format!("{case:?}").as_bytes());
-    let o = fnv(
-        0xcbf2_9ce4_8422_2325,
+pub fn options_fingerprint(opts: &crate::options::TrainOptions) -> u64 {
+    let mut h = crate::model::Fnv::default();
+    let s = &opts.cut_selection;
+    h.bytes(
         format!(
-            "seed={} passes={} group={} selection={} stall={:?}",
-            opts.seed,
+            "passes={} selection={} every={} tolerance={:e}",
             opts.forward_passes,
-            opts.warm_group,
-            opts.cut_selection.as_str(),
-            opts.stall
+            s.as_str(),
+            s.every,
+            s.tolerance
         )
         .as_bytes(),
     );
-    (c, o)
+    h.0
 }
 
-/// A little-endian writer.
-#[derive(Default)]
-struct Out(Vec<u8>);
+/// A little-endian writer that hashes what it writes.
+struct Out<'w> {
+    buf: Vec<u8>,
+    hash: Xxh3,
+    w: &'w mut dyn Write,
+}
 
-impl Out {
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    /// `v` with its length, passed on to `w` as the buffer fills.
-    fn f64s_to(&mut self, v: &[f64], w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        self.u64(v.len() as u64);
-        for chunk in v.chunks(CHUNK / 8) {
-            for &x in chunk {
-                self.f64(x);
-            }
-            self.drain(w, CHUNK)?;
+/// Bytes buffered before they go to the writer.
+const CHUNK: usize = 1 << 16;
+
+impl Out<'_> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() > CHUNK {
+            self.flush()?;
         }
         Ok(())
     }
-    /// Pass the buffer on to `w` once it holds more than `above` bytes.
-    fn drain(&mut self, w: &mut dyn std::io::Write, above: usize) -> std::io::Result<()> {
-        if self.0.len() > above {
-            w.write_all(&self.0)?;
-            self.0.clear();
-        }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.hash.update(&self.buf);
+        self.w.write_all(&self.buf)?;
+        self.buf.clear();
         Ok(())
     }
-    fn statuses(&mut self, v: &[BasisStatus]) {
-        self.u64(v.len() as u64);
-        self.0.extend(v.iter().map(|s| s.to_discriminant_code()));
+    fn u32(&mut self, v: u32) -> std::io::Result<()> {
+        self.bytes(&v.to_le_bytes())
     }
-    fn entry(&mut self, e: &Entry) {
-        self.statuses(&e.cols);
-        self.statuses(&e.rows);
-        self.u64(e.cuts.len() as u64);
-        for &(slot, st) in &e.cuts {
-            self.u32(slot);
-            self.0.push(st.to_discriminant_code());
-        }
+    fn u64(&mut self, v: u64) -> std::io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn f64(&mut self, v: f64) -> std::io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn f64s(&mut self, v: &[f64]) -> std::io::Result<()> {
+        self.u64(v.len() as u64)?;
+        v.iter().try_for_each(|&x| self.f64(x))
+    }
+    fn u64s(&mut self, v: &[u64]) -> std::io::Result<()> {
+        self.u64(v.len() as u64)?;
+        v.iter().try_for_each(|&x| self.u64(x))
+    }
+    fn statuses(&mut self, v: &[BasisStatus]) -> std::io::Result<()> {
+        self.u64(v.len() as u64)?;
+        let codes: Vec<u8> = v.iter().map(|s| s.to_discriminant_code()).collect();
+        self.bytes(&codes)
+    }
+    fn entry(&mut self, e: &Entry) -> std::io::Result<()> {
+        self.statuses(&e.cols)?;
+        self.statuses(&e.rows)?;
+        self.u64(e.structural as u64)?;
+        self.u64(e.slots.len() as u64)?;
+        e.slots.iter().try_for_each(|&s| self.u32(s))
+    }
+    /// Write the digest of everything so far.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush()?;
+        let digest = self.hash.digest128().to_le_bytes();
+        self.w.write_all(&digest)
     }
 }
 
-/// Serialise one basis entry (for gathering entries from every rank).
+/// Serialise one stored basis with its keys (for gathering them from every
+/// rank).
 #[must_use]
-pub fn encode_entry(group: u32, stage: u32, e: &Entry) -> Vec<u8> {
-    let mut o = Out::default();
-    o.u32(group);
-    o.u32(stage);
-    o.entry(e);
-    o.0
+pub fn encode_entry(trajectory: u32, stage: u32, e: &Entry) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut o = Out {
+        buf: Vec::new(),
+        hash: Xxh3::new(),
+        w: &mut bytes,
+    };
+    // Writing to a Vec cannot fail.
+    let _ = (|| {
+        o.u32(trajectory)?;
+        o.u32(stage)?;
+        o.entry(e)?;
+        o.flush()
+    })();
+    bytes
 }
 
 /// Parse entries that [`encode_entry`] wrote back to back.
@@ -200,18 +250,72 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<(u32, u32, Entry)>, String> {
     Ok(out)
 }
 
+/// Write `state` of the study `id` to `w`, streaming, with its digest.
+///
+/// # Errors
+/// The writer's.
+pub fn write_to(w: &mut dyn Write, id: Identity, state: &StateView<'_>) -> std::io::Result<()> {
+    let mut o = Out {
+        buf: Vec::with_capacity(CHUNK + 64),
+        hash: Xxh3::new(),
+        w,
+    };
+    o.bytes(MAGIC)?;
+    o.u32(VERSION)?;
+    o.u64(id.model)?;
+    o.u64(id.options)?;
+    o.u64(state.iterations as u64)?;
+    o.u64(state.rows.len() as u64)?;
+    for r in state.rows {
+        o.u64(r.iteration as u64)?;
+        o.f64(r.lower_bound)?;
+        o.f64(r.upper_bound_mean)?;
+        o.f64(r.upper_bound_ci95)?;
+        o.f64(r.gap)?;
+        o.u64(r.cuts as u64)?;
+        o.f64(r.elapsed_secs)?;
+    }
+    o.u64(state.lanes.len() as u64)?;
+    for lane in state.lanes {
+        o.u64(lane.stride as u64)?;
+        o.f64s(lane.records)?;
+        o.u64s(lane.active)?;
+    }
+    o.f64s(state.states)?;
+    o.u64(state.bases.len() as u64)?;
+    for (g, t, e) in state.bases {
+        o.u32(*g)?;
+        o.u32(*t)?;
+        o.entry(e)?;
+    }
+    o.entry(state.lb_basis)?;
+    o.f64(state.slack)?;
+    o.finish()
+}
+
+/// One lane of a checkpoint to write, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct LaneView<'a> {
+    /// Values per record.
+    pub stride: usize,
+    /// Records of the completed iterations.
+    pub records: &'a [f64],
+    /// Active flags.
+    pub active: &'a [u64],
+}
+
 /// A checkpoint to write, borrowing its parts from wherever they live.
 #[derive(Clone, Copy, Debug)]
-pub struct View<'a> {
+pub struct StateView<'a> {
     /// Completed iterations.
     pub iterations: usize,
     /// Their convergence rows.
     pub rows: &'a [IterationRow],
-    /// Per lane, the cut records of the completed iterations.
-    pub cuts: &'a [&'a [f64]],
-    /// Their trial points.
+    /// The pool lanes.
+    pub lanes: &'a [LaneView<'a>],
+    /// Trial points.
     pub states: &'a [f64],
-    /// `(group, stage, basis)` of every cached basis.
+    /// Every stored basis.
     pub bases: &'a [(u32, u32, Entry)],
     /// The lower bound's basis.
     pub lb_basis: &'a Entry,
@@ -219,82 +323,22 @@ pub struct View<'a> {
     pub slack: f64,
 }
 
-/// What a checkpoint holds beyond a report's rows and policy (rank 0 copies
-/// it when a checkpoint is due; the cuts are the policy's).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    /// Completed iterations.
-    pub iterations: usize,
-    /// Lanes of the pool (stages with a future cost).
-    pub lanes: usize,
-    /// Cuts per lane those iterations produced.
-    pub cuts_per_lane: usize,
-    /// Their trial points.
-    pub states: Vec<f64>,
-    /// `(group, stage, basis)` of every cached basis.
-    pub bases: Vec<(u32, u32, Entry)>,
-    /// The lower bound's basis.
-    pub lb_basis: Entry,
-    /// Penalised slack so far.
-    pub slack: f64,
-}
-
-/// Bytes buffered before they go to the writer.
-const CHUNK: usize = 1 << 16;
-
-/// Write the checkpoint `view` of `case` and `opts` to `w`, streaming (no
-/// second copy of the cuts is made).
-///
-/// # Errors
-/// The writer's.
-pub fn write_to(
-    w: &mut dyn std::io::Write,
-    case: &Case,
-    opts: &TrainOptions,
-    view: &View<'_>,
-) -> std::io::Result<()> {
-    let mut o = Out::default();
-    o.0.extend_from_slice(MAGIC);
-    o.u32(VERSION);
-    let (c, p) = fingerprint(case, opts);
-    o.u64(c);
-    o.u64(p);
-    o.u64(view.iterations as u64);
-    o.u64(view.rows.len() as u64);
-    for r in view.rows {
-        o.u64(r.iteration as u64);
-        o.f64(r.lower_bound);
-        o.f64(r.upper_bound_mean);
-        o.f64(r.upper_bound_ci95);
-        o.f64(r.gap);
-        o.u64(r.cuts as u64);
-        o.f64(r.elapsed_secs);
-    }
-    o.u64(view.cuts.len() as u64);
-    for lane in view.cuts {
-        o.f64s_to(lane, w)?;
-    }
-    o.f64s_to(view.states, w)?;
-    o.u64(view.bases.len() as u64);
-    for (g, t, e) in view.bases {
-        o.u32(*g);
-        o.u32(*t);
-        o.entry(e);
-        o.drain(w, CHUNK)?;
-    }
-    o.entry(view.lb_basis);
-    o.f64(view.slack);
-    o.drain(w, 0)
-}
-
-/// Serialise `state` for `case` and `opts`.
+/// Serialise `state` of study `id`.
 #[must_use]
-pub fn encode(case: &Case, opts: &TrainOptions, state: &State) -> Vec<u8> {
-    let cuts: Vec<&[f64]> = state.cuts.iter().map(Vec::as_slice).collect();
-    let view = View {
+pub fn encode(id: Identity, state: &State) -> Vec<u8> {
+    let lanes: Vec<LaneView<'_>> = state
+        .lanes
+        .iter()
+        .map(|l| LaneView {
+            stride: l.stride,
+            records: &l.records,
+            active: &l.active,
+        })
+        .collect();
+    let view = StateView {
         iterations: state.iterations,
         rows: &state.rows,
-        cuts: &cuts,
+        lanes: &lanes,
         states: &state.states,
         bases: &state.bases,
         lb_basis: &state.lb_basis,
@@ -302,7 +346,7 @@ pub fn encode(case: &Case, opts: &TrainOptions, state: &State) -> Vec<u8> {
     };
     let mut bytes = Vec::new();
     // Writing to a Vec cannot fail.
-    let _ = write_to(&mut bytes, case, opts, &view);
+    let _ = write_to(&mut bytes, id, &view);
     bytes
 }
 
@@ -333,17 +377,16 @@ impl In<'_> {
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
+    /// A count of items of `unit` bytes that must fit in what is left.
     fn len(&mut self, unit: usize) -> Result<usize, String> {
         let n = usize::try_from(self.u64()?).map_err(|_| "length out of range".to_string())?;
-        if n.checked_mul(unit)
-            .is_none_or(|b| b > self.b.len() - self.at)
-        {
-            return Err(format!(
-                "a length of {n} at byte {} runs past the end",
-                self.at
-            ));
+        if n.checked_mul(unit).is_none_or(|b| b > self.b.len() - self.at) {
+            return Err(format!("a length of {n} at byte {} runs past the end", self.at));
         }
         Ok(n)
+    }
+    fn usize(&mut self) -> Result<usize, String> {
+        usize::try_from(self.u64()?).map_err(|_| "count out of range".to_string())
     }
     fn f64(&mut self) -> Result<f64, String> {
         Ok(f64::from_bits(self.u64()?))
@@ -352,101 +395,157 @@ impl In<'_> {
         let n = self.len(8)?;
         (0..n).map(|_| self.f64()).collect()
     }
+    fn u64s(&mut self) -> Result<Vec<u64>, String> {
+        let n = self.len(8)?;
+        (0..n).map(|_| self.u64()).collect()
+    }
     fn statuses(&mut self) -> Result<Vec<BasisStatus>, String> {
         let n = self.len(1)?;
-        Ok(self
-            .take(n)?
+        self.take(n)?
             .iter()
-            .map(|&c| BasisStatus::from_discriminant_code(c))
-            .collect())
+            .map(|&c| status(c))
+            .collect::<Result<_, _>>()
     }
     fn entry(&mut self) -> Result<Entry, String> {
         let cols = self.statuses()?;
         let rows = self.statuses()?;
-        let n = self.len(5)?;
-        let mut cuts = Vec::with_capacity(n);
-        for _ in 0..n {
-            let slot = self.u32()?;
-            let st = BasisStatus::from_discriminant_code(self.take(1)?[0]);
-            cuts.push((slot, st));
+        let structural = self.usize()?;
+        let n = self.len(4)?;
+        let slots = (0..n).map(|_| self.u32()).collect::<Result<_, _>>()?;
+        if structural > rows.len() {
+            return Err(format!(
+                "a basis of {} rows claims {structural} structural rows",
+                rows.len()
+            ));
         }
-        Ok(Entry { cols, rows, cuts })
+        Ok(Entry {
+            cols,
+            rows,
+            structural,
+            slots,
+        })
     }
 }
 
-/// Read and check the checkpoint at `path` for `case` and `opts`.
+/// A basis status from its code, refusing unknown codes.
+fn status(code: u8) -> Result<BasisStatus, String> {
+    let s = BasisStatus::from_discriminant_code(code);
+    if s.to_discriminant_code() == code {
+        Ok(s)
+    } else {
+        Err(format!("unknown basis status code {code}"))
+    }
+}
+
+/// Read and check the checkpoint at `path` for study `id`, to continue up
+/// to `iterations`.
 ///
 /// # Errors
 /// [`CheckpointError`] saying why it cannot be used.
 pub fn read(
     path: &std::path::Path,
-    case: &Case,
-    opts: &TrainOptions,
+    id: Identity,
+    iterations: usize,
 ) -> Result<State, CheckpointError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: shown.clone(),
         source,
     })?;
-    let corrupt = |what: String| CheckpointError::Corrupt {
-        path: shown.clone(),
-        what,
-    };
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return Err(corrupt("no checkpoint magic".into()));
-    }
-    let mut r = In { b: &bytes, at: 8 };
-    let version = r.u32().map_err(corrupt)?;
-    if version != VERSION {
-        return Err(CheckpointError::Version {
-            path: shown,
-            found: version,
-        });
-    }
-    let (c, p) = fingerprint(case, opts);
-    let (fc, fp) = (r.u64().map_err(corrupt)?, r.u64().map_err(corrupt)?);
-    if fc != c {
-        return Err(CheckpointError::Mismatch {
-            path: shown,
-            what: format!("it was written for another case (not {})", case.name),
-        });
-    }
-    if fp != p {
-        return Err(CheckpointError::Mismatch {
-            path: shown,
-            what: "it was written with other training options".into(),
-        });
-    }
-    let state = decode_body(&mut r).map_err(corrupt)?;
-    if state.iterations >= opts.iterations {
+    let state = decode(&bytes, &shown, id)?;
+    if state.iterations >= iterations {
         return Err(CheckpointError::Done {
             path: shown,
             done: state.iterations,
-            asked: opts.iterations,
+            asked: iterations,
         });
     }
     Ok(state)
 }
 
+/// Check and parse checkpoint `bytes` (named `shown` in errors) of study `id`.
+///
+/// # Errors
+/// [`CheckpointError`] saying why they cannot be used.
+pub fn decode(bytes: &[u8], shown: &str, id: Identity) -> Result<State, CheckpointError> {
+    let corrupt = |what: String| CheckpointError::Corrupt {
+        path: shown.to_string(),
+        what,
+    };
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(corrupt("no checkpoint magic".into()));
+    }
+    let mut r = In { b: bytes, at: 8 };
+    let version = r.u32().map_err(corrupt)?;
+    if version != VERSION {
+        return Err(CheckpointError::Version {
+            path: shown.to_string(),
+            found: version,
+        });
+    }
+    let body_end = bytes
+        .len()
+        .checked_sub(DIGEST_BYTES)
+        .filter(|&e| e >= 12)
+        .ok_or_else(|| CheckpointError::Damaged {
+            path: shown.to_string(),
+        })?;
+    let written = &bytes[body_end..];
+    if xxhash_rust::xxh3::xxh3_128(&bytes[..body_end]).to_le_bytes() != written {
+        return Err(CheckpointError::Damaged {
+            path: shown.to_string(),
+        });
+    }
+    let mut r = In {
+        b: &bytes[..body_end],
+        at: 12,
+    };
+    let (model, options) = (r.u64().map_err(corrupt)?, r.u64().map_err(corrupt)?);
+    if model != id.model {
+        return Err(CheckpointError::Mismatch {
+            path: shown.to_string(),
+            what: "it was written for another case or seed".into(),
+        });
+    }
+    if options != id.options {
+        return Err(CheckpointError::Mismatch {
+            path: shown.to_string(),
+            what: "it was written with other training options".into(),
+        });
+    }
+    let state = decode_body(&mut r).map_err(corrupt)?;
+    if r.at != body_end {
+        return Err(corrupt(format!("{} bytes after the end", body_end - r.at)));
+    }
+    Ok(state)
+}
+
 fn decode_body(r: &mut In<'_>) -> Result<State, String> {
-    let iterations = usize::try_from(r.u64()?).map_err(|e| e.to_string())?;
+    let iterations = r.usize()?;
     let nrows = r.len(56)?;
     let mut rows = Vec::with_capacity(nrows);
     for _ in 0..nrows {
         rows.push(IterationRow {
-            iteration: r.u64()? as usize,
+            iteration: r.usize()?,
             lower_bound: r.f64()?,
             upper_bound_mean: r.f64()?,
             upper_bound_ci95: r.f64()?,
             gap: r.f64()?,
-            cuts: r.u64()? as usize,
+            cuts: r.usize()?,
             elapsed_secs: r.f64()?,
         });
     }
-    let lanes = r.len(8)?;
-    let cuts = (0..lanes).map(|_| r.f64s()).collect::<Result<_, _>>()?;
+    let nlanes = r.len(24)?;
+    let mut lanes = Vec::with_capacity(nlanes);
+    for _ in 0..nlanes {
+        lanes.push(LaneState {
+            stride: r.usize()?,
+            records: r.f64s()?,
+            active: r.u64s()?,
+        });
+    }
     let states = r.f64s()?;
-    let nb = r.len(16)?;
+    let nb = r.len(8 + 24)?;
     let mut bases = Vec::with_capacity(nb);
     for _ in 0..nb {
         let g = r.u32()?;
@@ -461,7 +560,7 @@ fn decode_body(r: &mut In<'_>) -> Result<State, String> {
     Ok(State {
         iterations,
         rows,
-        cuts,
+        lanes,
         states,
         bases,
         lb_basis,
@@ -472,14 +571,19 @@ fn decode_body(r: &mut In<'_>) -> Result<State, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::TUTORIAL_CASE;
 
-    #[test]
-    fn round_trip_and_refusals() {
-        let case = Case::parse(TUTORIAL_CASE, "t", "t").expect("case");
-        let mut opts = TrainOptions::from_case(&case, 1);
-        opts.iterations = 10;
-        let state = State {
+    fn sample() -> State {
+        use cobre_solver::Basis;
+        let mut entry = Entry::default();
+        entry.capture(
+            &Basis {
+                col_status: vec![BasisStatus::Basic, BasisStatus::Upper],
+                row_status: vec![BasisStatus::Lower, BasisStatus::Basic],
+            },
+            1,
+            &[7],
+        );
+        State {
             iterations: 1,
             rows: vec![IterationRow {
                 iteration: 1,
@@ -490,43 +594,44 @@ mod tests {
                 cuts: 3,
                 elapsed_secs: 0.01,
             }],
-            cuts: vec![vec![1.0, 2.0, 3.0, 4.0], vec![]],
-            states: vec![5.0, 6.0],
-            bases: vec![(
-                2,
-                1,
-                Entry {
-                    cols: vec![BasisStatus::Basic, BasisStatus::Upper],
-                    rows: vec![BasisStatus::Lower],
-                    cuts: vec![(7, BasisStatus::Lower)],
+            lanes: vec![
+                LaneState {
+                    stride: 4,
+                    records: vec![1.0, 1.0, 0.0, 4.0],
+                    active: vec![1],
                 },
-            )],
+                LaneState::default(),
+            ],
+            states: vec![5.0, 6.0],
+            bases: vec![(2, 1, entry)],
             lb_basis: Entry::default(),
             slack: 0.0,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let id = Identity {
+            model: 11,
+            options: 22,
         };
-        let dir = std::env::temp_dir().join(format!("cobre-ckpt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join(FILE);
-        std::fs::write(&path, encode(&case, &opts, &state)).expect("write");
-        assert_eq!(read(&path, &case, &opts).expect("read"), state);
-        let mut other = opts.clone();
-        other.seed += 1;
+        let state = sample();
+        let bytes = encode(id, &state);
+        assert_eq!(decode(&bytes, "c", id).expect("intact"), state);
+        let other = Identity { model: 12, ..id };
         assert!(matches!(
-            read(&path, &case, &other),
+            decode(&bytes, "c", other),
             Err(CheckpointError::Mismatch { .. })
         ));
-        let mut few = opts.clone();
-        few.iterations = 1;
+        // Every flipped bit is refused (the digest, or the magic/version).
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(decode(&bad, "c", id).is_err(), "flip at {at} accepted");
+        }
         assert!(matches!(
-            read(&path, &case, &few),
-            Err(CheckpointError::Done { .. })
+            decode(&bytes[..bytes.len() - 3], "c", id),
+            Err(CheckpointError::Damaged { .. })
         ));
-        let bytes = std::fs::read(&path).expect("read");
-        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("write");
-        assert!(matches!(
-            read(&path, &case, &opts),
-            Err(CheckpointError::Corrupt { .. })
-        ));
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -52,6 +52,38 @@ impl CutLayout {
     }
 }
 
+/// The size of a stage LP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageShape {
+    /// Columns.
+    pub cols: usize,
+    /// Structural rows.
+    pub rows: usize,
+    /// Matrix nonzeros.
+    pub nonzeros: usize,
+    /// Width of the state it declares (`StageTemplate::n_state`).
+    pub n_state: usize,
+    /// Whether it carries a column scale.
+    pub col_scaled: bool,
+    /// Whether it carries a row scale.
+    pub row_scaled: bool,
+}
+
+impl StageShape {
+    /// The shape of `lp`.
+    #[must_use]
+    pub fn of(lp: &StageTemplate) -> Self {
+        Self {
+            cols: lp.num_cols,
+            rows: lp.num_rows,
+            nonzeros: lp.num_nz,
+            n_state: lp.n_state,
+            col_scaled: !lp.col_scale.is_empty(),
+            row_scaled: !lp.row_scale.is_empty(),
+        }
+    }
+}
+
 /// How the openings' cuts (and the first stage's values) are aggregated.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RiskMeasure {
@@ -144,6 +176,11 @@ pub trait Model: Sync {
     /// `row_scale` say, with the future-cost column and no cut rows).
     fn stage_lp(&self, t: usize) -> &StageTemplate;
 
+    /// The size of stage `t`'s LP, without building it.
+    fn stage_shape(&self, t: usize) -> StageShape {
+        StageShape::of(self.stage_lp(t))
+    }
+
     /// The future-cost column `θ` of stage `t`'s LP.
     fn theta_column(&self, t: usize) -> usize;
 
@@ -225,6 +262,44 @@ pub trait Model: Sync {
         0.0
     }
 
+    /// A hash of everything the results depend on (the stage LPs, state
+    /// layouts, initial state, openings, risk measures; a model adds what
+    /// else its sampling reads, such as a seed): a checkpoint written for
+    /// one fingerprint is refused by a model of another.
+    fn fingerprint(&self) -> u64 {
+        let mut h = Fnv::default();
+        h.usize(self.stages());
+        h.f64s(self.initial_state());
+        for t in 0..self.stages() {
+            let lp = self.stage_lp(t);
+            h.usize(lp.num_cols);
+            h.usize(lp.num_rows);
+            h.f64s(&lp.values);
+            h.f64s(&lp.col_lower);
+            h.f64s(&lp.col_upper);
+            h.f64s(&lp.objective);
+            h.f64s(&lp.row_lower);
+            h.f64s(&lp.row_upper);
+            h.usize(self.theta_column(t));
+            h.f64s(&[self.discount(t), self.cumulative_discount(t)]);
+            h.f64s(&self.opening_probabilities(t));
+            let mut noise = vec![0.0; self.noise_len()];
+            for k in 0..self.openings(t) {
+                self.opening_noise(t, k, &mut noise);
+                h.f64s(&noise);
+            }
+            if t + 1 < self.stages() {
+                let l = self.cut_layout(t);
+                for v in [&l.state_index, &l.incoming_column] {
+                    v.iter().for_each(|&x| h.usize(x));
+                }
+                h.bytes(format!("{:?}", self.risk_measure(t)).as_bytes());
+            }
+        }
+        h.f64s(&[self.cost_scale()]);
+        h.0
+    }
+
     /// A line naming what a stage-`t` solve saw, for a failure message.
     fn describe(&self, t: usize, incoming: &[f64], noise: &[f64]) -> String {
         let show = |v: &[f64]| {
@@ -238,6 +313,39 @@ pub trait Model: Sync {
             show(incoming),
             show(noise)
         )
+    }
+}
+
+/// FNV-1a, for fingerprints.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Mix in bytes.
+    pub fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u64::from(x);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Mix in a count.
+    pub fn usize(&mut self, v: usize) {
+        self.bytes(&(v as u64).to_le_bytes());
+    }
+
+    /// Mix in numbers, bit for bit.
+    pub fn f64s(&mut self, v: &[f64]) {
+        self.usize(v.len());
+        for x in v {
+            self.bytes(&x.to_bits().to_le_bytes());
+        }
     }
 }
 

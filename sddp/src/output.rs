@@ -13,9 +13,12 @@ use cobre_shm_plot::ChartError;
 use serde_json::{json, Value};
 
 use crate::atomic_dir::{write_dir, AtomicDirError, Contents};
-use crate::case::Case;
-use crate::engine::TrainReport;
-use crate::workspace::LADDER;
+use crate::checkpoint::{Identity, LaneView, StateView};
+use crate::hydrothermal::case::Case;
+use crate::hydrothermal::HydroThermal;
+use crate::model::Model;
+use crate::report::{RankMemory, TrainReport};
+use crate::solve::workspace::LADDER;
 
 /// Header of `convergence.csv`.
 pub const CONVERGENCE_HEADER: &str =
@@ -90,42 +93,59 @@ pub fn write_policy_json(w: &mut dyn Write, case: &Case, report: &TrainReport) -
 const CUT_FORM: &str = "future_cost_after_stage >= intercept + coefficients . end_volumes";
 
 /// Write the report's checkpoint (when it has one), its cuts streamed from
-/// the policy.
+/// the policy, for the study `id`.
 ///
 /// # Errors
 /// The writer's; `InvalidData` when the report holds no checkpoint.
-pub fn write_checkpoint(w: &mut dyn Write, case: &Case, report: &TrainReport) -> io::Result<()> {
-    let snap = report.checkpoint.as_ref().ok_or_else(|| {
+pub fn write_checkpoint(w: &mut dyn Write, id: Identity, report: &TrainReport) -> io::Result<()> {
+    let state = report.checkpoint.as_ref().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, "the report holds no checkpoint")
     })?;
-    let per = snap.cuts_per_lane * report.policy.stride;
-    let cuts: Vec<&[f64]> = (0..snap.lanes)
-        .map(|c| {
-            let lane = report.policy.stages.get(c).map_or(&[][..], Vec::as_slice);
-            &lane[..per.min(lane.len())]
+    let per = state.iterations * report.options.forward_passes;
+    let lanes: Vec<LaneView<'_>> = state
+        .lanes
+        .iter()
+        .enumerate()
+        .map(|(c, lane)| {
+            let records = report.policy.stages.get(c).map_or(&[][..], Vec::as_slice);
+            LaneView {
+                stride: lane.stride,
+                records: &records[..(per * lane.stride).min(records.len())],
+                active: &lane.active,
+            }
         })
         .collect();
-    let view = crate::checkpoint::View {
-        iterations: snap.iterations,
-        rows: &report.rows[..snap.iterations.min(report.rows.len())],
-        cuts: &cuts,
-        states: &snap.states,
-        bases: &snap.bases,
-        lb_basis: &snap.lb_basis,
-        slack: snap.slack,
+    let view = StateView {
+        iterations: state.iterations,
+        rows: &report.rows[..state.iterations.min(report.rows.len())],
+        lanes: &lanes,
+        states: &state.states,
+        bases: &state.bases,
+        lb_basis: &state.lb_basis,
+        slack: state.slack,
     };
-    crate::checkpoint::write_to(w, case, &report.options, &view)
+    crate::checkpoint::write_to(w, id, &view)
+}
+
+/// The identity a checkpoint of `model` trained with `report.options` carries.
+#[must_use]
+pub fn identity<M: Model>(model: &M, report: &TrainReport) -> Identity {
+    Identity {
+        model: model.fingerprint(),
+        options: crate::checkpoint::options_fingerprint(&report.options),
+    }
 }
 
 /// The run summary as JSON.
 #[must_use]
-pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
+pub fn summary_json(model: &HydroThermal<'_>, report: &TrainReport) -> Value {
+    let case = model.case();
     let last = report.rows.last();
     let secs = |d: std::time::Duration| d.as_secs_f64();
     let p = &report.phases;
     let o = &report.options;
     let w = &report.work;
-    let sum = |f: fn(&crate::engine::RankMemory) -> u64| report.memory.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&RankMemory) -> u64| report.memory.iter().map(f).sum::<u64>();
     json!({
         "case": case.name,
         "description": case.description,
@@ -147,11 +167,10 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
         "options": {
             "iterations": o.iterations,
             "forward_passes": o.forward_passes,
-            "seed": o.seed,
-            "time_limit_secs": o.time_limit.map(|d| d.as_secs_f64()),
-            "stall": o.stall.map(|(tol, k)| json!({"tolerance": tol, "iterations": k})),
+            "seed": model.seed(),
+            "time_limit_secs": o.stop.time_limit.map(|d| d.as_secs_f64()),
+            "stall": o.stop.stall.map(|(tol, w)| json!({"tolerance": tol, "iterations": w - 1})),
             "replicate": o.replicate,
-            "warm_group": o.warm_group,
             "cut_selection": o.cut_selection.as_str(),
         },
         "time_secs": {
@@ -184,7 +203,7 @@ pub fn summary_json(case: &Case, report: &TrainReport) -> Value {
         },
         "penalty_slack": {
             "total": w.penalty_slack,
-            "cost_per_unit": crate::lp::penalty_cost(case),
+            "cost_per_unit": crate::hydrothermal::lp::penalty_cost(case),
             "note": "overflow volume plus unserved energy over all forward passes; a slack is used only where a stage has no other way out",
         },
         "memory": {
@@ -240,18 +259,24 @@ pub fn convergence_svg(case: &Case, report: &TrainReport) -> Result<String, Char
 ///
 /// # Errors
 /// I/O errors, with the path; `dir` then still holds the previous results.
-pub fn write_all(dir: &Path, case: &Case, report: &TrainReport) -> Result<(), AtomicDirError> {
+pub fn write_all(
+    dir: &Path,
+    model: &HydroThermal<'_>,
+    report: &TrainReport,
+) -> Result<(), AtomicDirError> {
+    let case = model.case();
     let text = |t: String| move |w: &mut dyn Write| w.write_all(t.as_bytes());
     let csv = text(convergence_csv(report));
     let summary =
-        text(serde_json::to_string_pretty(&summary_json(case, report)).unwrap_or_default() + "\n");
+        text(serde_json::to_string_pretty(&summary_json(model, report)).unwrap_or_default() + "\n");
     // A chart that cannot be drawn is left out; the numbers are in the csv.
     let chart = convergence_svg(case, report)
         .inspect_err(|e| tracing::warn!("convergence.svg left out: {e}"))
         .ok();
     let svg = text(chart.clone().unwrap_or_default());
     let policy = |w: &mut dyn Write| write_policy_json(w, case, report);
-    let checkpoint = |w: &mut dyn Write| write_checkpoint(w, case, report);
+    let id = identity(model, report);
+    let checkpoint = |w: &mut dyn Write| write_checkpoint(w, id, report);
     let mut files: Vec<(&str, &Contents)> = vec![
         ("convergence.csv", &csv),
         ("policy.json", &policy),

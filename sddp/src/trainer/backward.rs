@@ -1,130 +1,179 @@
-//! The backward pass, stage by stage from the last: at stage `t` every
-//! worker solves, for each of its trial points `x` (end volumes of stage
-//! `t − 1`), the stage-`t` LP under every opening, and averages the results
-//! into one cut `θ_{t−1} ≥ α + β·v`. The new cuts are written straight into
-//! their pool slots and published in one collective; cut selection then
-//! decides which cuts stage `t − 1` loads.
+//! The backward pass, stage by stage from the last: the cut of lane `t` at a
+//! trajectory's trial point `x̂` (the state it left stage `t` with) comes
+//! from stage `t + 1`'s LP, loaded with its cuts from earlier iterations and
+//! the ones every rank just made for it, solved under every opening in the
+//! model's solve order. The first solve starts from the basis the trajectory
+//! left at stage `t + 1` and stores its own; the others go on warm.
+//!
+//! Per opening `ω`, the slope of the stage value in state coordinate `k` is
+//! the reduced cost of its pinned incoming column (unscaled), and the
+//! intercept `Q_ω − π_ω·x̂`; the model's risk measure weighs the openings
+//! (in opening order) into one cut. Each rank writes the cuts of its
+//! trajectories into their pool slots, published in one collective per lane.
 #![forbid(unsafe_code)]
 
-use std::ops::Range;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::split::{split_lengths, Split};
-use super::{opening, Trainer, Worker};
-use crate::engine::{EngineComm, EngineError};
-use crate::pool::{CutPool, HEAD};
-use crate::workspace::{SolveFailure, Source};
+use super::split::split_lengths;
+use super::{Trainer, Worker};
+use crate::comm::EngineComm;
+use crate::error::EngineError;
+use crate::model::{CutLayout, Model, Phase, RiskMeasure};
+use crate::shared::pool::HEAD;
+use crate::solve::workspace::{CutsOf, Frozen, SolveFailure};
 
 /// What one worker's backward stage reads.
-struct Plan<'p, C: EngineComm> {
-    split: &'p Split,
-    tree: &'p [f64],
-    tree_off: &'p [usize],
-    probs: &'p [f64],
-    pool: &'p CutPool<C>,
-    /// Index of the first trial point of this iteration.
-    states0: usize,
+struct Plan<'p, C: EngineComm, M: Model> {
+    model: &'p M,
+    frozen: Frozen<'p, C>,
+    /// The stage whose LP is solved (`lane + 1`).
     stage: usize,
+    layout: &'p CutLayout,
+    risk: RiskMeasure,
+    probs: &'p [f64],
+    order: &'p [usize],
+    tree: &'p [f64],
+    /// Trial points of this rank: `[trajectory][lane][coordinate]`.
+    trial: &'p [f64],
+    lanes: usize,
     iteration: usize,
-    hydros: usize,
 }
 
-/// Write the cuts of worker `w`'s trial points at stage `plan.stage` into
-/// `out` (one record per trajectory).
-fn worker_pass<C: EngineComm>(
-    w: usize,
-    worker: &mut Worker,
-    src: Source<'_, C>,
-    plan: &Plan<'_, C>,
+/// One opening's cut.
+struct Outcome {
+    objective: f64,
+    intercept: f64,
+    slopes: Vec<f64>,
+}
+
+/// Write the cuts of `worker`'s trial points into `out` (one record per
+/// trajectory).
+fn worker_pass<C: EngineComm, M: Model>(
+    worker: &mut Worker<M::Scratch>,
+    first_local: usize,
+    plan: &Plan<'_, C, M>,
     out: &mut [f64],
 ) -> Result<(), SolveFailure> {
-    let (t, nh) = (plan.stage, plan.hydros);
-    let stride = HEAD + nh;
-    let base = plan.split.worker_range(w).start;
-    let mut beta = vec![0.0; nh];
+    let model = plan.model;
+    let (s, n, width) = (plan.stage, model.state_len(), plan.layout.len());
+    let lane = s - 1;
+    let noise_len = model.noise_len();
+    let stride = HEAD + width;
+    let mut outcomes: Vec<Outcome> = (0..plan.probs.len())
+        .map(|_| Outcome {
+            objective: 0.0,
+            intercept: 0.0,
+            slopes: vec![0.0; width],
+        })
+        .collect();
+    let (mut values, mut mu) = (vec![0.0; outcomes.len()], Vec::new());
     let Worker {
         ws,
-        first_group,
+        scratch,
+        range,
         bases,
-        warm,
     } = worker;
-    for (gi, entries) in bases.iter_mut().enumerate() {
-        let g = *first_group + gi;
-        ws.load(src, t).map_err(|e| SolveFailure {
-            stage: t + 1,
+    ws.set_profile(model.profile(Phase::Backward));
+    ws.freeze(plan.frozen, s, CutsOf::Before(plan.iteration), plan.iteration as u64);
+    ws.add_iteration_cuts(plan.frozen, plan.iteration);
+    for (i, g) in range.clone().enumerate() {
+        let local = first_local + i;
+        let at = (local * plan.lanes + lane) * n;
+        let x = &plan.trial[at..at + n];
+        ws.load().map_err(|e| SolveFailure {
+            stage: s + 1,
             error: format!("{e:?}"),
-            state: Vec::new(),
-            inflows: Vec::new(),
+            what: model.describe(s, x, &[]),
             rungs: "load".into(),
         })?;
-        let mut offer = entries[t].restore(ws.slots(), warm);
-        for j in plan.split.groups[g].clone() {
-            let x = plan.pool.state(t - 1, plan.states0 + j);
-            let mut alpha = 0.0;
-            beta.fill(0.0);
-            for (k, &p) in plan.probs.iter().enumerate() {
-                let a = opening(plan.tree, plan.tree_off, nh, t, k);
-                let sol = ws.solve(x, a, offer.then_some(&*warm))?;
-                offer = false;
-                let pi = ws.state_duals();
-                let dot: f64 = pi.iter().zip(x).map(|(p, x)| p * x).sum();
-                alpha += p * (sol.objective - dot);
-                for (b, &d) in beta.iter_mut().zip(pi) {
-                    *b += p * d;
-                }
+        for (pos, &w) in plan.order.iter().enumerate() {
+            let noise = &plan.tree[w * noise_len..(w + 1) * noise_len];
+            let mut set = |solver: &mut cobre_solver::HighsSolver| {
+                model.prepare(s, noise, x, scratch, solver);
+            };
+            let warm = (pos == 0).then_some(&bases[i][s]);
+            let sol = ws.solve(warm, &mut set, &|| model.describe(s, x, noise))?;
+            let rc = ws.reduced_costs();
+            let scale = ws.col_scale();
+            let o = &mut outcomes[w];
+            o.objective = sol.objective;
+            for (k, slope) in o.slopes.iter_mut().enumerate() {
+                let col = plan.layout.incoming_column[k];
+                *slope = rc[col] / scale.get(col).copied().unwrap_or(1.0);
             }
-            let rec = &mut out[(j - base) * stride..(j - base + 1) * stride];
-            rec[0] = alpha;
-            rec[1] = (plan.iteration + 1) as f64;
-            rec[2] = j as f64;
-            rec[HEAD..].copy_from_slice(&beta);
+            let dot: f64 = o
+                .slopes
+                .iter()
+                .zip(&plan.layout.state_index)
+                .map(|(p, &j)| p * x[j])
+                .sum();
+            o.intercept = sol.objective - dot;
+            if pos == 0 {
+                ws.capture(&mut bases[i][s]);
+            }
         }
-        ws.capture(&mut entries[t]);
+        for (v, o) in values.iter_mut().zip(&outcomes) {
+            *v = o.objective;
+        }
+        plan.risk.weights(&values, plan.probs, &mut mu);
+        let rec = &mut out[i * stride..(i + 1) * stride];
+        let (head, coefficients) = rec.split_at_mut(HEAD);
+        coefficients.fill(0.0);
+        let mut alpha = 0.0;
+        for (o, &m) in outcomes.iter().zip(&mu) {
+            alpha += m * o.intercept;
+            for (c, &p) in coefficients.iter_mut().zip(&o.slopes) {
+                *c += m * p;
+            }
+        }
+        head[0] = alpha;
+        head[1] = plan.iteration as f64;
+        head[2] = g as f64;
     }
     Ok(())
 }
 
-impl<C: EngineComm> Trainer<'_, C> {
-    /// The backward pass of `iteration` (0-based) at the trial points
-    /// `states` published by its forward pass.
-    pub(super) fn backward(
-        &mut self,
-        iteration: usize,
-        states: Range<usize>,
-    ) -> Result<(), EngineError> {
-        let nh = self.case.hydros.len();
-        let stride = HEAD + nh;
+impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
+    /// The backward pass of iteration `k` (1-based) at the trial points of
+    /// its forward pass.
+    pub(super) fn backward(&mut self, k: usize) -> Result<(), EngineError> {
+        let lanes = self.pool.lanes();
         let lens = self.split.worker_lens();
-        let mut records = vec![0.0; self.split.mine.len() * stride];
-        for t in (1..self.case.stages).rev() {
+        for lane in (0..lanes).rev() {
             let t0 = Instant::now();
+            let stride = self.pool.stride(lane);
+            let mut records = vec![0.0; self.split.mine.len() * stride];
+            let s = lane + 1;
             let outcome = {
-                let src = Source {
-                    cache: &self.cache,
-                    pool: &self.pool,
-                    selector: &self.selector,
-                };
                 let plan = Plan {
-                    split: &self.split,
-                    tree: self.tree.lane(0),
-                    tree_off: &self.tree_off,
-                    probs: &self.probs[t],
-                    pool: &self.pool,
-                    states0: states.start,
-                    stage: t,
-                    iteration,
-                    hydros: nh,
+                    model: self.model,
+                    frozen: super::frozen(&self.cache, &self.pool, self.model, s),
+                    stage: s,
+                    layout: self.model.cut_layout(lane),
+                    risk: self.model.risk_measure(lane),
+                    probs: &self.probs[s],
+                    order: &self.orders[s],
+                    tree: super::tree_block(&self.tree, &self.tree_off, s),
+                    trial: &self.trial,
+                    lanes,
+                    iteration: k,
                 };
                 let parts = split_lengths(&mut records, lens.iter().map(|l| l * stride));
+                let firsts: Vec<usize> = lens
+                    .iter()
+                    .scan(0, |acc, l| {
+                        *acc += l;
+                        Some(*acc - l)
+                    })
+                    .collect();
                 let workers = &mut self.workers;
                 self.threads.install(|| {
                     workers
                         .par_iter_mut()
-                        .zip(parts)
-                        .enumerate()
-                        .map(|(w, (worker, out))| worker_pass(w, worker, src, &plan, out))
+                        .zip(parts.into_par_iter().zip(firsts))
+                        .map(|(worker, (out, first))| worker_pass(worker, first, &plan, out))
                         .collect::<Vec<_>>()
                 })
             };
@@ -133,19 +182,11 @@ impl<C: EngineComm> Trainer<'_, C> {
                 .find_map(Result::err)
                 .map_or(Ok(()), |e| Err(EngineError::Solve(e)));
             self.phases.backward += t0.elapsed();
-            self.agree(local, iteration + 1)?;
+            self.agree(local, k)?;
             let t1 = Instant::now();
-            let slots =
-                self.pool
-                    .append_cuts(self.comm, t - 1, &self.split.rank_counts, &records)?;
+            self.pool
+                .append_cuts(self.comm, lane, &self.split.rank_counts, &records)?;
             self.phases.cut_exchange += t1.elapsed();
-            let t2 = Instant::now();
-            let (selector, pool) = (&mut self.selector, &self.pool);
-            let pending = self
-                .threads
-                .install(|| selector.add_cuts(pool, t - 1, slots.clone()));
-            selector.share(self.comm, pending)?;
-            self.phases.selection += t2.elapsed();
         }
         Ok(())
     }

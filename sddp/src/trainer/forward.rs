@@ -1,133 +1,130 @@
 //! The forward pass, stage-major: each worker takes all of its trajectories
-//! through stage `t` (group by group: load the stage, solve the group's
-//! trajectories warm from the group's cached basis) before stage `t + 1`.
-//! The end volumes of every stage but the last are the trial points; they
-//! are published for every rank in one collective, then evaluated by cut
-//! selection.
+//! through stage `t` before stage `t + 1`. Every (trajectory, stage) solve
+//! loads the stage frozen with its active cuts, sets the incoming state and
+//! the sampled noise, starts from the basis that trajectory left at that
+//! stage in the last iteration, and stores the basis it ends with. The
+//! states leaving every stage but the last are this iteration's trial
+//! points; with cut selection on they are also published for every rank.
 #![forbid(unsafe_code)]
 
-use std::ops::Range;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::split::{split_lengths, Split};
-use super::{opening, Trainer, Worker};
-use crate::engine::{EngineComm, EngineError};
-use crate::rng;
-use crate::workspace::{SolveFailure, Source};
+use super::split::split_lengths;
+use super::{Trainer, Worker};
+use crate::comm::EngineComm;
+use crate::error::EngineError;
+use crate::model::{Model, Phase};
+use crate::solve::workspace::{CutsOf, Frozen, SolveFailure};
 
 /// What one worker's forward pass reads.
-struct Plan<'p> {
-    split: &'p Split,
-    tree: &'p [f64],
-    tree_off: &'p [usize],
-    probs: &'p [Vec<f64>],
-    initial: &'p [f64],
-    seed: u64,
+struct Plan<'p, C: EngineComm, M: Model> {
+    model: &'p M,
+    frozen: Vec<Frozen<'p, C>>,
+    tree: Vec<&'p [f64]>,
     iteration: usize,
-    hydros: usize,
-    lanes: usize,
 }
 
 /// What one worker writes: the trial points and costs of its trajectories.
 struct Out<'o> {
-    states: &'o mut [f64],
+    trial: &'o mut [f64],
     costs: &'o mut [f64],
 }
 
-/// Take worker `w`'s trajectories through every stage; returns the slack used.
-fn worker_pass<C: EngineComm>(
-    w: usize,
-    worker: &mut Worker,
-    src: Source<'_, C>,
-    plan: &Plan<'_>,
+/// Take `worker`'s trajectories through every stage; returns the slack
+/// they used.
+// The stage index also picks the model's stage, the frozen LP and the tree
+// block, not only a stored basis.
+#[allow(clippy::needless_range_loop)]
+fn worker_pass<C: EngineComm, M: Model>(
+    worker: &mut Worker<M::Scratch>,
+    plan: &Plan<'_, C, M>,
     out: Out<'_>,
 ) -> Result<f64, SolveFailure> {
-    let nh = plan.hydros;
-    let base = plan.split.worker_range(w).start;
-    let n = out.costs.len();
-    let mut volumes: Vec<f64> = plan.initial.repeat(n);
-    let mut incoming = vec![0.0; nh];
+    let model = plan.model;
+    let (nt, n) = (model.stages(), model.state_len());
+    let lanes = nt - 1;
+    let count = worker.range.len();
+    let mut state: Vec<f64> = model.initial_state().repeat(count);
+    let mut incoming = vec![0.0; n];
+    let mut outgoing = vec![0.0; n];
+    let mut noise = vec![0.0; model.noise_len()];
     let mut slack = 0.0;
     out.costs.fill(0.0);
+    let scale = model.cost_scale();
     let Worker {
         ws,
-        first_group,
+        scratch,
+        range,
         bases,
-        warm,
     } = worker;
-    for (t, probs) in plan.probs.iter().enumerate() {
-        for (gi, entries) in bases.iter_mut().enumerate() {
-            let g = *first_group + gi;
-            ws.load(src, t).map_err(|e| SolveFailure {
+    ws.set_profile(model.profile(Phase::Forward));
+    for t in 0..nt {
+        ws.freeze(plan.frozen[t], t, CutsOf::Active, plan.iteration as u64);
+        let theta = model.theta_column(t);
+        let (delta, cum) = (model.discount(t), model.cumulative_discount(t));
+        for (i, g) in range.clone().enumerate() {
+            model.forward_noise(plan.iteration, g, t, plan.tree[t], &mut noise);
+            incoming.copy_from_slice(&state[i * n..(i + 1) * n]);
+            ws.load().map_err(|e| SolveFailure {
                 stage: t + 1,
                 error: format!("{e:?}"),
-                state: Vec::new(),
-                inflows: Vec::new(),
+                what: model.describe(t, &incoming, &noise),
                 rungs: "load".into(),
             })?;
-            let warm_ok = entries[t].restore(ws.slots(), warm);
-            for (i, j) in plan.split.groups[g].clone().enumerate() {
-                let local = j - base;
-                let u = rng::uniform([plan.seed, plan.iteration as u64, j as u64, t as u64]);
-                let k = rng::pick(probs.iter().copied(), u);
-                let a = opening(plan.tree, plan.tree_off, nh, t, k);
-                let v = &mut volumes[local * nh..(local + 1) * nh];
-                incoming.copy_from_slice(v);
-                let offer = (i == 0 && warm_ok).then_some(&*warm);
-                let sol = ws.solve(&incoming, a, offer)?;
-                out.costs[local] += sol.stage_cost;
-                slack += sol.slack;
-                v.copy_from_slice(ws.end_volumes());
-                if t < plan.lanes {
-                    let at = (local * plan.lanes + t) * nh;
-                    out.states[at..at + nh].copy_from_slice(v);
+            let last = t + 1 == nt;
+            let mut set = |s: &mut cobre_solver::HighsSolver| {
+                model.prepare(t, &noise, &incoming, scratch, s);
+                if last {
+                    // No future after the last stage.
+                    cobre_solver::SolverInterface::set_col_bounds(s, &[theta], &[0.0], &[0.0]);
                 }
+            };
+            let sol = ws.solve(Some(&bases[i][t]), &mut set, &|| {
+                model.describe(t, &incoming, &noise)
+            })?;
+            let x = ws.primal();
+            out.costs[i] += cum * ((sol.objective - delta * x[theta]) * scale);
+            slack += model.penalty_slack(t, x);
+            model.outgoing(t, x, &incoming, &noise, scratch, &mut outgoing);
+            ws.capture(&mut bases[i][t]);
+            state[i * n..(i + 1) * n].copy_from_slice(&outgoing);
+            if t < lanes {
+                let at = (i * lanes + t) * n;
+                out.trial[at..at + n].copy_from_slice(&outgoing);
             }
-            ws.capture(&mut entries[t]);
         }
     }
     Ok(slack)
 }
 
-impl<C: EngineComm> Trainer<'_, C> {
-    /// The forward pass of `iteration` (0-based); returns the indices of
-    /// the trial points it published.
-    pub(super) fn forward(&mut self, iteration: usize) -> Result<Range<usize>, EngineError> {
+impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
+    /// The forward pass of iteration `k` (1-based).
+    pub(super) fn forward(&mut self, k: usize) -> Result<(), EngineError> {
         let t0 = Instant::now();
-        let nh = self.case.hydros.len();
-        let lanes = self.pool.lanes();
-        let mut states = vec![0.0; self.split.mine.len() * lanes * nh];
+        let nt = self.model.stages();
+        let per = (nt - 1) * self.model.state_len();
         let lens = self.split.worker_lens();
         let outcome = {
-            let src = Source {
-                cache: &self.cache,
-                pool: &self.pool,
-                selector: &self.selector,
-            };
             let plan = Plan {
-                split: &self.split,
-                tree: self.tree.lane(0),
-                tree_off: &self.tree_off,
-                probs: &self.probs,
-                initial: &self.initial,
-                seed: self.opts.seed,
-                iteration,
-                hydros: nh,
-                lanes,
+                model: self.model,
+                frozen: (0..nt)
+                    .map(|t| super::frozen(&self.cache, &self.pool, self.model, t))
+                    .collect(),
+                tree: (0..nt)
+                    .map(|t| super::tree_block(&self.tree, &self.tree_off, t))
+                    .collect(),
+                iteration: k,
             };
-            let state_parts = split_lengths(&mut states, lens.iter().map(|l| l * lanes * nh));
-            let cost_parts = split_lengths(&mut self.costs, lens.iter().copied());
+            let trial = split_lengths(&mut self.trial, lens.iter().map(|l| l * per));
+            let costs = split_lengths(&mut self.costs, lens.iter().copied());
             let workers = &mut self.workers;
             self.threads.install(|| {
                 workers
                     .par_iter_mut()
-                    .zip(state_parts.into_par_iter().zip(cost_parts))
-                    .enumerate()
-                    .map(|(w, (worker, (states, costs)))| {
-                        worker_pass(w, worker, src, &plan, Out { states, costs })
-                    })
+                    .zip(trial.into_par_iter().zip(costs))
+                    .map(|(worker, (trial, costs))| worker_pass(worker, &plan, Out { trial, costs }))
                     .collect::<Vec<_>>()
             })
         };
@@ -140,17 +137,11 @@ impl<C: EngineComm> Trainer<'_, C> {
             }
         }
         self.phases.forward += t0.elapsed();
-        self.agree(local, iteration + 1)?;
+        self.agree(local, k)?;
         let t1 = Instant::now();
-        let range = self
-            .pool
-            .append_states(self.comm, &self.split.rank_counts, &states)?;
+        self.pool
+            .append_states(self.comm, &self.split.rank_counts, &self.trial)?;
         self.phases.cut_exchange += t1.elapsed();
-        let t2 = Instant::now();
-        let (selector, pool) = (&mut self.selector, &self.pool);
-        self.threads
-            .install(|| selector.add_states(pool, range.clone()));
-        self.phases.selection += t2.elapsed();
-        Ok(range)
+        Ok(())
     }
 }

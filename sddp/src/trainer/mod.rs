@@ -1,10 +1,19 @@
 //! The training loop: set up the shared data and one workspace per thread,
-//! then iterate forward pass, backward pass, bounds, until a stop rule.
+//! then iterate forward pass, backward pass, cut selection, bounds, until a
+//! stop rule.
 //!
-//! - [`forward`]: stage-major trajectories, trial points published;
-//! - [`backward`]: stage by stage, one averaged cut per trial point;
+//! - [`forward`]: stage-major trajectories, their trial points and costs;
+//! - [`backward`]: stage by stage from the last, one cut per trial point;
+//! - [`selection`]: which cuts the stage LPs load;
 //! - [`bounds`]: lower bound, upper-bound statistics, stop decision;
-//! - [`report`]: memory, regions, counters, the policy.
+//! - [`report`]: memory, regions, counters, the policy, checkpoints.
+//!
+//! Results do not depend on how ranks × threads split the work: every
+//! trajectory samples from a pure function of (iteration, trajectory,
+//! stage), keeps its own stored basis per stage, and every solve starts
+//! from a fresh load of a model built the same way on every rank; cuts go
+//! to slots fixed by (iteration, trajectory), and cut selection is a pure
+//! function of the pool.
 //!
 //! A solve that fails on one rank (after the whole recovery ladder) is made
 //! known to every rank by a status exchange at the end of the phase, so all
@@ -15,44 +24,44 @@ mod backward;
 mod bounds;
 mod forward;
 mod report;
+mod restore;
+mod selection;
 mod split;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cobre_comm::{CommError, Communicator, ReduceOp};
-use cobre_solver::Basis;
 
-use crate::basis::Entry;
-use crate::cache::StageCache;
-use crate::case::Case;
-use crate::checkpoint::State;
-use crate::engine::{
-    EngineComm, EngineError, Hooks, IterationRow, PhaseTimes, StopReason, TrainFailure,
-    TrainOptions, TrainReport,
-};
-use crate::pool::CutPool;
-use crate::selection::Selector;
-use crate::store::Lanes;
-use crate::workspace::Workspace;
+use crate::comm::EngineComm;
+use crate::error::EngineError;
+use crate::model::{Model, Phase};
+use crate::options::TrainOptions;
+use crate::report::{IterationRow, PhaseTimes, StopReason, TrainFailure, TrainReport};
+use crate::shared::cache::StageCache;
+use crate::shared::pool::CutPool;
+use crate::shared::store::Lanes;
+use crate::solve::basis::Entry;
+use crate::solve::workspace::{Frozen, Workspace};
+use crate::Hooks;
 
-pub(crate) use split::Split;
+use split::Split;
 
-/// One worker thread: its workspace and the bases of its groups.
-pub(crate) struct Worker {
+/// One worker thread: its workspace, the model's scratch and the stored
+/// bases of its trajectories.
+pub(crate) struct Worker<S> {
     ws: Workspace,
-    /// First group of the worker.
-    first_group: usize,
-    /// Basis cache: `[group - first_group][stage]`.
+    scratch: S,
+    /// Global trajectories of this worker.
+    range: std::ops::Range<usize>,
+    /// Stored bases: `[trajectory - range.start][stage]`.
     bases: Vec<Vec<Entry>>,
-    /// Scratch for a restored basis.
-    warm: Basis,
 }
 
 /// Everything a rank holds while training.
-pub(crate) struct Trainer<'a, C: EngineComm> {
+pub(crate) struct Trainer<'a, C: EngineComm, M: Model> {
     comm: &'a C,
-    case: &'a Case,
+    model: &'a M,
     opts: &'a TrainOptions,
     threads: rayon::ThreadPool,
     split: Split,
@@ -60,18 +69,21 @@ pub(crate) struct Trainer<'a, C: EngineComm> {
     tree_off: Vec<usize>,
     cache: StageCache<C>,
     pool: CutPool<C>,
-    selector: Selector,
-    workers: Vec<Worker>,
+    workers: Vec<Worker<M::Scratch>>,
+    /// The lower bound's stored basis (rank 0).
     lb_basis: Entry,
     probs: Vec<Vec<f64>>,
-    initial: Vec<f64>,
-    phases: PhaseTimes,
-    rows: Vec<IterationRow>,
-    start: Instant,
+    orders: Vec<Vec<usize>>,
+    /// States leaving every stage but the last, of this rank's trajectories
+    /// in the last forward pass: `[trajectory][stage][coordinate]`.
+    trial: Vec<f64>,
     /// Costs of this rank's trajectories in the last forward pass.
     costs: Vec<f64>,
     /// Penalised slack used by this rank's forward passes.
     slack: f64,
+    phases: PhaseTimes,
+    rows: Vec<IterationRow>,
+    start: Instant,
     /// Highest PSS of this rank and of the node (sum over ranks at one
     /// sample point), over the samples so far.
     peak_pss: (u64, u64),
@@ -82,17 +94,6 @@ pub(crate) struct Trainer<'a, C: EngineComm> {
     committed: (Vec<(u32, u32, Entry)>, Entry, f64),
     /// Wall-clock seconds of the iterations before a resumption.
     elapsed_before: f64,
-}
-
-/// Inflows of opening `k` of stage `t` in the opening tree.
-fn opening<'t>(tree: &'t [f64], offsets: &[usize], hydros: usize, t: usize, k: usize) -> &'t [f64] {
-    let at = offsets[t] + k * hydros;
-    &tree[at..at + hydros]
-}
-
-/// Sizes that come from input, checked before anything is allocated.
-fn check_options(case: &Case, opts: &TrainOptions) -> Result<usize, EngineError> {
-    crate::engine::sizes(case, opts).map(|s| s.cuts_per_stage)
 }
 
 /// Exchange each rank's phase outcome and whether a stop was requested;
@@ -129,21 +130,20 @@ fn agree<C: Communicator>(
     }
 }
 
-impl<'a, C: EngineComm> Trainer<'a, C> {
+impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
     fn setup(
         comm: &'a C,
-        case: &'a Case,
+        model: &'a M,
         opts: &'a TrainOptions,
         stop: Option<&'a AtomicBool>,
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
-        let capacity = check_options(case, opts)?;
+        let sizes = crate::sizes(model, opts)?;
         crate::allocator::release_eagerly();
         let (rank, ranks) = (comm.rank(), comm.size());
         // The calling thread is worker 0 (one thread stack and allocator
-        // arena fewer per rank: 3 MB less node memory at 16 ranks × 1
-        // thread); where it cannot be (it already belongs to a pool), a
-        // pool of its own.
+        // arena fewer per rank); where it cannot be (it already belongs to a
+        // pool), a pool of its own.
         let builder = || {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(opts.threads)
@@ -154,58 +154,53 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
             .build()
             .or_else(|_| builder().build())
             .map_err(|_| EngineError::Pool(opts.threads))?;
-        let nt = case.stages;
-        let split = Split::new(
-            opts.forward_passes,
-            opts.warm_group,
-            ranks,
-            rank,
-            opts.threads,
-        );
-        let (tree, tree_off) = build_tree(comm, case, opts.replicate)?;
-        let cache = StageCache::build(comm, case, opts.replicate)?;
+        let nt = model.stages();
         let lanes = nt - 1;
-        let pool = CutPool::new(comm, lanes, capacity, case.hydros.len(), opts.replicate)?;
-        let shape = cache.shape().clone();
-        let workers = (0..opts.threads)
-            .map(|w| {
-                let groups = split.worker_groups[w].clone();
+        let split = Split::new(opts.forward_passes, ranks, rank, opts.threads);
+        let (tree, tree_off) = build_tree(comm, model, opts.replicate)?;
+        let cache = StageCache::build(comm, model, opts.replicate)?;
+        let widths = (0..lanes).map(|t| model.cut_layout(t).len()).collect();
+        let pool = CutPool::new(
+            comm,
+            widths,
+            sizes.cuts_per_stage,
+            model.state_len(),
+            opts.cut_selection.rule.is_some(),
+            opts.replicate,
+        )?;
+        let workers = split
+            .workers
+            .iter()
+            .map(|range| {
                 Ok(Worker {
-                    ws: Workspace::new(&shape, opts.fault)
+                    ws: Workspace::new(model.profile(Phase::Forward), opts.fault)
                         .map_err(|e| EngineError::Solver(format!("{e:?}")))?,
-                    first_group: groups.start,
-                    bases: vec![vec![Entry::default(); nt]; groups.len()],
-                    warm: Basis::new(0, 0),
+                    scratch: model.scratch(),
+                    range: range.clone(),
+                    bases: vec![vec![Entry::default(); nt]; range.len()],
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
-        let probs = (0..nt)
-            .map(|t| {
-                (0..case.openings(t))
-                    .map(|k| case.probability(t, k))
-                    .collect()
-            })
-            .collect();
         let mut trainer = Self {
             comm,
-            case,
+            model,
             opts,
             threads,
+            trial: vec![0.0; split.mine.len() * lanes * model.state_len()],
             costs: vec![0.0; split.mine.len()],
             split,
             tree,
             tree_off,
             cache,
             pool,
-            selector: Selector::new(opts.cut_selection, lanes, comm.rank(), comm.size()),
             workers,
             lb_basis: Entry::default(),
-            probs,
-            initial: case.hydros.iter().map(|h| h.initial_volume).collect(),
+            probs: (0..nt).map(|t| model.opening_probabilities(t)).collect(),
+            orders: (0..nt).map(|t| model.solve_order(t)).collect(),
+            slack: 0.0,
             phases: PhaseTimes::default(),
             rows: Vec::new(),
             start,
-            slack: 0.0,
             peak_pss: (0, 0),
             stop,
             committed: (Vec::new(), Entry::default(), 0.0),
@@ -221,33 +216,30 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
         agree(self.comm, local, self.stop, iteration)
     }
 
-    /// Run iterations from `first` until a stop rule fires; a checkpoint
+
+    /// Run iterations after `done` until a stop rule fires; a checkpoint
     /// goes to `hooks` every `checkpoint_every` iterations.
-    fn iterate(&mut self, first: usize, hooks: &mut Hooks<'_>) -> Result<StopReason, EngineError> {
-        for iteration in first.. {
+    fn iterate(&mut self, done: usize, hooks: &mut Hooks<'_>) -> Result<StopReason, EngineError> {
+        for k in done + 1.. {
             for w in &mut self.workers {
-                w.ws.set_iteration(iteration + 1);
+                w.ws.set_iteration(k);
             }
-            let states = self.forward(iteration)?;
-            self.backward(iteration, states)?;
-            let lb = self.lower_bound(iteration)?;
+            self.forward(k)?;
+            self.backward(k)?;
+            self.select(k)?;
+            let lb = self.lower_bound(k)?;
             // Sampled before trimming: the figure is what the iteration held.
             self.sample_memory()?;
             crate::allocator::trim();
-            let stop = self.close_iteration(iteration, lb, &mut *hooks.on_iteration)?;
+            let stop = self.close_iteration(k, lb, &mut *hooks.on_iteration)?;
             self.commit();
             if let Some(stop) = stop {
                 return Ok(stop);
             }
-            let done = iteration + 1;
-            if self
-                .opts
-                .checkpoint_every
-                .is_some_and(|n| done % n.max(1) == 0)
-            {
+            if self.opts.checkpoint_every.is_some_and(|n| k % n.max(1) == 0) {
                 let report = self.report(StopReason::InProgress)?;
-                if self.comm.rank() == 0 {
-                    (hooks.on_checkpoint)(&report);
+                if let (0, Some(f)) = (self.comm.rank(), hooks.on_checkpoint.as_mut()) {
+                    f(&report);
                 }
             }
         }
@@ -258,124 +250,95 @@ impl<'a, C: EngineComm> Trainer<'a, C> {
     fn commit(&mut self) {
         let mut bases = Vec::new();
         for w in &self.workers {
-            for (gi, stages) in w.bases.iter().enumerate() {
+            for (i, stages) in w.bases.iter().enumerate() {
                 for (t, e) in stages.iter().enumerate() {
                     if !e.is_empty() {
-                        bases.push(((w.first_group + gi) as u32, t as u32, e.clone()));
+                        bases.push(((w.range.start + i) as u32, t as u32, e.clone()));
                     }
                 }
             }
         }
         self.committed = (bases, self.lb_basis.clone(), self.slack);
     }
+}
 
-    /// Put a checkpoint's state in place (collective: the pool and trial
-    /// points are published again). Returns the iteration to go on from.
-    fn restore(&mut self, state: &State) -> Result<usize, EngineError> {
-        let lanes = self.pool.lanes();
-        let bad = |what: String| {
-            EngineError::Checkpoint(crate::checkpoint::CheckpointError::Corrupt {
-                path: "the checkpoint".into(),
-                what,
-            })
-        };
-        if state.cuts.len() != lanes.max(1) && !(lanes == 0 && state.cuts.is_empty()) {
-            return Err(bad(format!(
-                "{} cut lanes for {lanes} stages",
-                state.cuts.len()
-            )));
-        }
-        let m = self.opts.forward_passes;
-        let per = state.iterations * m;
-        let mine = |n: usize| -> Vec<usize> {
-            let mut c = vec![0; self.comm.size()];
-            c[0] = n;
-            c
-        };
-        let root = self.comm.rank() == 0;
-        for (c, records) in state.cuts.iter().enumerate().take(lanes) {
-            if records.len() != per * self.pool.stride() {
-                return Err(bad(format!("lane {c} holds {} values", records.len())));
-            }
-            let data: &[f64] = if root { records } else { &[] };
-            self.pool.append_cuts(self.comm, c, &mine(per), data)?;
-        }
-        let want = per * lanes * self.case.hydros.len();
-        if state.states.len() != want {
-            return Err(bad(format!(
-                "{} trial-point values, not {want}",
-                state.states.len()
-            )));
-        }
-        let data: &[f64] = if root { &state.states } else { &[] };
-        self.pool.append_states(self.comm, &mine(per), data)?;
-        let (pool, selector) = (&self.pool, &mut self.selector);
-        self.threads
-            .install(|| selector.add_states(pool, 0..pool.states()));
-        if per > 0 {
-            for c in 0..lanes {
-                let pending = self
-                    .threads
-                    .install(|| selector.add_cuts(pool, c, per - m..per));
-                selector.share(self.comm, pending)?;
-            }
-        }
-        for (g, t, entry) in &state.bases {
-            let (g, t) = (*g as usize, *t as usize);
-            for w in &mut self.workers {
-                let local = g.wrapping_sub(w.first_group);
-                if local < w.bases.len() && t < self.case.stages {
-                    w.bases[local][t] = entry.clone();
-                }
-            }
-        }
-        self.lb_basis = state.lb_basis.clone();
-        self.slack = if root { state.slack } else { 0.0 };
-        self.elapsed_before = state.rows.last().map_or(0.0, |r| r.elapsed_secs);
-        self.rows = state.rows.clone();
-        self.commit();
-        Ok(state.iterations)
+/// Where workspaces freeze stage `t` of `model` from.
+fn frozen<'f, C: EngineComm, M: Model>(
+    cache: &'f StageCache<C>,
+    pool: &'f CutPool<C>,
+    model: &'f M,
+    t: usize,
+) -> Frozen<'f, C> {
+    Frozen {
+        cache,
+        pool,
+        layout: (t < pool.lanes()).then(|| model.cut_layout(t)),
+        theta: model.theta_column(t),
     }
 }
 
+/// The opening tree's block of stage `t` (`openings × noise_len`).
+fn tree_block<'t, C: EngineComm>(tree: &'t Lanes<f64, C>, off: &[usize], t: usize) -> &'t [f64] {
+    let all = tree.lane(0);
+    let end = off.get(t + 1).copied().unwrap_or(all.len());
+    &all[off[t]..end]
+}
+
 /// Build and publish the opening tree: each rank fills a block of stages.
-fn build_tree<C: EngineComm>(
+fn build_tree<C: EngineComm, M: Model>(
     comm: &C,
-    case: &Case,
+    model: &M,
     replicate: bool,
 ) -> Result<(Lanes<f64, C>, Vec<usize>), CommError> {
-    let (off, len) = case.tree_offsets();
-    let nt = case.stages;
+    let nt = model.stages();
+    let width = model.noise_len();
+    let mut off = Vec::with_capacity(nt + 1);
+    let mut len = 0usize;
+    for t in 0..nt {
+        off.push(len);
+        len = model
+            .openings(t)
+            .checked_mul(width)
+            .and_then(|v| v.checked_add(len))
+            .ok_or_else(|| CommError::AllocationFailed {
+                requested_bytes: usize::MAX,
+                message: "the opening tree overflows".into(),
+            })?;
+    }
+    off.push(len);
     let mut tree = Lanes::new(comm, 1, len, replicate, "opening tree")?;
     let stage_counts = cobre_comm::per_rank_counts(nt, comm.size());
     let stage_of = |r: usize| stage_counts[..r].iter().sum::<usize>();
-    let at = |t: usize| off.get(t).copied().unwrap_or(len);
     let counts: Vec<usize> = (0..comm.size())
-        .map(|r| at(stage_of(r) + stage_counts[r]) - at(stage_of(r)))
+        .map(|r| off[stage_of(r) + stage_counts[r]] - off[stage_of(r)])
         .collect();
     let first = stage_of(comm.rank());
     let mut mine = vec![0.0; counts[comm.rank()]];
     for t in first..first + stage_counts[comm.rank()] {
-        let (lo, hi) = (at(t) - at(first), at(t + 1) - at(first));
-        case.fill_stage_inflows(t, &mut mine[lo..hi]);
+        let base = off[t] - off[first];
+        for k in 0..model.openings(t) {
+            let at = base + k * width;
+            model.opening_noise(t, k, &mut mine[at..at + width]);
+        }
     }
     tree.append(comm, 0, &counts, &mine)?;
+    off.pop();
     Ok((tree, off))
 }
 
-/// Train (see [`crate::engine::train_with`]).
-pub(crate) fn train<C: EngineComm>(
+/// Train (see [`crate::train`]).
+pub(crate) fn train<C: EngineComm, M: Model>(
     comm: &C,
-    case: &Case,
+    model: &M,
     opts: &TrainOptions,
     mut hooks: Hooks<'_>,
 ) -> Result<TrainReport, TrainFailure> {
-    let mut trainer = Trainer::setup(comm, case, opts, hooks.stop)?;
-    let first = match hooks.resume.take() {
+    let mut trainer = Trainer::setup(comm, model, opts, hooks.stop)?;
+    let done = match hooks.resume.take() {
         Some(state) => trainer.restore(state)?,
         None => 0,
     };
-    match trainer.iterate(first, &mut hooks) {
+    match trainer.iterate(done, &mut hooks) {
         Ok(stop) => Ok(trainer.report(stop)?),
         Err(
             error @ (EngineError::Solve(_)

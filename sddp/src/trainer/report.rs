@@ -8,12 +8,14 @@ use std::time::Duration;
 use cobre_comm::ReduceOp;
 
 use super::Trainer;
-use crate::checkpoint::Snapshot;
-use crate::engine::{
-    EngineComm, EngineError, Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
+use crate::comm::EngineComm;
+use crate::error::EngineError;
+use crate::model::Model;
+use crate::report::{
+    Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
 };
-use crate::store::Lanes;
-use crate::workspace::{WorkStats, LADDER};
+use crate::shared::store::Lanes;
+use crate::solve::workspace::{WorkStats, LADDER};
 
 /// A `kB` field of a `/proc` file, in bytes (0 when absent).
 fn read_kib(text: &str, key: &str) -> u64 {
@@ -50,7 +52,7 @@ fn region<T: cobre_comm::CommData, C: EngineComm>(
     }
 }
 
-impl<C: EngineComm> Trainer<'_, C> {
+impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
     /// Record this process's PSS if it is the highest seen.
     /// Collective: sample this rank's PSS and the node's (the sum over
     /// ranks at this same point of the run) and keep the highest of each.
@@ -66,14 +68,26 @@ impl<C: EngineComm> Trainer<'_, C> {
     pub(super) fn report(&mut self, stop: StopReason) -> Result<TrainReport, EngineError> {
         // Rank 0 copies the published cuts once, for the outputs; the
         // memory figures below include that copy.
+        let root = self.comm.rank() == 0;
+        let lanes = self.pool.lanes();
         let policy = Policy {
-            stride: self.pool.stride(),
-            stages: (0..self.case.stages)
+            strides: (0..lanes).map(|c| self.pool.stride(c)).collect(),
+            stages: (0..lanes)
                 .map(|c| {
-                    if self.comm.rank() != 0 || c >= self.pool.lanes() {
-                        return Vec::new();
+                    if root {
+                        self.pool.cut_records(c).to_vec()
+                    } else {
+                        Vec::new()
                     }
-                    self.pool.cut_records(c).to_vec()
+                })
+                .collect(),
+            active: (0..lanes)
+                .map(|c| {
+                    if root {
+                        (0..self.pool.len(c)).map(|s| self.pool.is_active(c, s)).collect()
+                    } else {
+                        Vec::new()
+                    }
                 })
                 .collect(),
         };
@@ -107,12 +121,12 @@ impl<C: EngineComm> Trainer<'_, C> {
         let (cuts, states) = self.pool.parts();
         let mut cache = region(comm, "stage_lp_cache", reals);
         cache.bytes += ints.bytes();
-        let regions = vec![
+        let mut regions = vec![
             region(comm, "opening_tree", &self.tree),
             cache,
             region(comm, "cut_pool", cuts),
-            region(comm, "trial_points", states),
         ];
+        regions.extend(states.map(|s| region(comm, "trial_points", s)));
         let work = self.work_report()?;
         Ok(TrainReport {
             checkpoint,
@@ -130,52 +144,6 @@ impl<C: EngineComm> Trainer<'_, C> {
             work,
             options: self.opts.clone(),
         })
-    }
-
-    /// Collective: what a checkpoint of the completed iterations adds to
-    /// the policy, on rank 0 (every rank's committed bases gathered there).
-    fn snapshot(&self) -> Result<Option<Snapshot>, EngineError> {
-        let (bases, lb_basis, slack) = &self.committed;
-        let mine: Vec<u8> = bases
-            .iter()
-            .flat_map(|(g, t, e)| crate::checkpoint::encode_entry(*g, *t, e))
-            .collect();
-        let ranks = self.comm.size();
-        let mut lens = vec![0u64; ranks];
-        let ones = vec![1usize; ranks];
-        self.comm.allgatherv(
-            &[mine.len() as u64],
-            &mut lens,
-            &ones,
-            &cobre_comm::prefix_displs(&ones),
-        )?;
-        let counts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
-        let mut all = vec![0u8; counts.iter().sum()];
-        self.comm.allgatherv(
-            &mine,
-            &mut all,
-            &counts,
-            &cobre_comm::prefix_displs(&counts),
-        )?;
-        let mut slacks = [0.0];
-        self.comm.allreduce(&[*slack], &mut slacks, ReduceOp::Sum)?;
-        if self.comm.rank() != 0 {
-            return Ok(None);
-        }
-        let bases = crate::checkpoint::decode_entries(&all)
-            .map_err(|e| EngineError::Options(format!("gathering bases: {e}")))?;
-        let done = self.rows.len();
-        let per = done * self.opts.forward_passes;
-        let width = self.pool.lanes() * self.case.hydros.len();
-        Ok(Some(Snapshot {
-            iterations: done,
-            lanes: self.pool.lanes(),
-            cuts_per_lane: per,
-            states: self.pool.state_values()[..per * width].to_vec(),
-            bases,
-            lb_basis: lb_basis.clone(),
-            slack: slacks[0],
-        }))
     }
 
     /// Collective: workspace counters summed over threads and ranks.
@@ -218,11 +186,11 @@ impl<C: EngineComm> Trainer<'_, C> {
                 .iter()
                 .flat_map(|w| w.bases.iter().flatten())
                 .chain(std::iter::once(&self.lb_basis))
-                .map(crate::basis::Entry::bytes)
+                .map(crate::solve::basis::Entry::bytes)
                 .sum(),
-            selection_bytes: self.selector.bytes(),
+            selection_bytes: self.pool.flag_bytes(),
             active_cuts: (0..self.pool.lanes())
-                .map(|c| self.selector.active(c).len())
+                .map(|c| self.pool.active_count(c))
                 .collect(),
             penalty_slack: secs_sum[2],
         })

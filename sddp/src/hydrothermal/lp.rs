@@ -5,18 +5,19 @@
 //! spill `s[h]`, thermal `g[j]`, deficit tiers `d[l]`, then the penalised
 //! slacks the case needs (overflow `o[h]` of each reservoir that cannot
 //! spill and has a turbine limit; unserved energy `u` when every deficit tier
-//! is limited), then the future cost `θ` (fixed to 0 in the last stage).
+//! is limited), the future cost `θ`, then the incoming volumes `w[h]`
+//! (pinned by their bounds: the reduced cost of `w[h]` is `∂cost/∂w[h]`).
 //!
 //! Rows: one water balance per hydro,
-//! `v[h] + q[h] + s[h] + o[h] − Σ_{u→h}(q[u] + s[u] + o[u]) = v_prev[h] + a[h]`
-//! (its dual is `∂cost/∂v_prev[h]`), the demand balance
-//! `Σ ρ_h q[h] + Σ g[j] + Σ d[l] + u = D_t`, then one row per cut
-//! `θ − β·v ≥ α`, appended by the workspace.
+//! `v[h] − w[h] + q[h] + s[h] + o[h] − Σ_{u→h}(q[u] + s[u] + o[u]) = a[h]`
+//! (right-hand side: the opening's inflow), and the demand balance
+//! `Σ ρ_h q[h] + Σ g[j] + Σ d[l] + u = D_t`. The trainer appends one row per
+//! cut `θ − β·v ≥ α` and fixes `θ = 0` in the last stage.
 #![forbid(unsafe_code)]
 
-use cobre_solver::{RowBatch, StageTemplate};
+use cobre_solver::StageTemplate;
 
-use crate::case::Case;
+use super::case::Case;
 
 /// Cost per unit of a penalised slack: this many times the most expensive
 /// way the case has to serve or store energy (deficit, thermal or spill
@@ -38,6 +39,8 @@ pub struct Shape {
     pub unserved: Option<usize>,
     /// The future-cost column `θ`.
     pub theta: usize,
+    /// First incoming-volume column.
+    pub incoming0: usize,
     /// Columns.
     pub cols: usize,
     /// Structural rows (water balances, then the demand row).
@@ -82,6 +85,7 @@ impl Shape {
                 .map(|(u, _)| 2 + with_overflow(u))
                 .sum::<usize>();
         let demand_nz = nh + nj + nl + usize::from(unserved.is_some());
+        let incoming0 = theta + 1;
         Self {
             hydros: nh,
             thermal0,
@@ -89,9 +93,10 @@ impl Shape {
             overflow,
             unserved,
             theta,
-            cols: theta + 1,
+            incoming0,
+            cols: incoming0 + nh,
             rows: nh + 1,
-            nonzeros: balance_nz + demand_nz,
+            nonzeros: balance_nz + nh + demand_nz,
             penalty: penalty_cost(case),
         }
     }
@@ -108,10 +113,15 @@ impl Shape {
         2 * self.hydros + h
     }
 
-    /// Entries of a cut row `θ − β·v ≥ α`: `θ` first, then the state columns.
+    /// Incoming-volume column of hydro `h`.
     #[must_use]
-    pub fn cut_nonzeros(&self) -> usize {
-        1 + self.hydros
+    pub fn incoming(&self, h: usize) -> usize {
+        self.incoming0 + h
+    }
+
+    /// Penalised slack columns (overflows and unserved energy).
+    pub fn slacks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.overflow.iter().flatten().chain(&self.unserved).copied()
     }
 }
 
@@ -129,8 +139,8 @@ pub fn penalty_cost(case: &Case) -> f64 {
 }
 
 /// Build the structural LP of stage `t` (0-based) into `out`, reusing its
-/// buffers. Water-balance right-hand sides are left at the initial volumes;
-/// every solve sets them.
+/// buffers. Water-balance right-hand sides and incoming volumes are left at
+/// zero and the initial volumes; every solve sets them.
 pub fn build_stage(case: &Case, shape: &Shape, t: usize, out: &mut StageTemplate) {
     let nh = shape.hydros;
     let n = shape.cols;
@@ -139,6 +149,7 @@ pub fn build_stage(case: &Case, shape: &Shape, t: usize, out: &mut StageTemplate
     let demand_row = nh;
     for (h, hy) in case.hydros.iter().enumerate() {
         entries[h].push((h, 1.0));
+        entries[shape.incoming(h)].push((h, -1.0));
         entries[shape.turbined(h)].push((h, 1.0));
         entries[shape.spill(h)].push((h, 1.0));
         if let Some(o) = shape.overflow[h] {
@@ -208,49 +219,17 @@ pub fn build_stage(case: &Case, shape: &Shape, t: usize, out: &mut StageTemplate
         out.objective[u] = shape.penalty;
     }
     out.objective[shape.theta] = 1.0;
-    if t + 1 == case.stages {
-        out.col_upper[shape.theta] = 0.0;
+    for (h, hy) in case.hydros.iter().enumerate() {
+        out.col_lower[shape.incoming(h)] = hy.initial_volume;
+        out.col_upper[shape.incoming(h)] = hy.initial_volume;
     }
     out.row_lower.clear();
     out.row_upper.clear();
-    for hy in &case.hydros {
-        out.row_lower.push(hy.initial_volume);
-        out.row_upper.push(hy.initial_volume);
-    }
+    out.row_lower.resize(nh, 0.0);
+    out.row_upper.resize(nh, 0.0);
     out.row_lower.push(case.demand[t]);
     out.row_upper.push(case.demand[t]);
     out.n_state = nh;
     out.col_scale.clear();
     out.row_scale.clear();
-}
-
-/// A batch of no rows, to fill with [`push_cut`] (cobre-solver has no
-/// constructor for one).
-#[must_use]
-pub fn empty_batch() -> RowBatch {
-    RowBatch {
-        num_rows: 0,
-        row_starts: Vec::new(),
-        col_indices: Vec::new(),
-        values: Vec::new(),
-        row_lower: Vec::new(),
-        row_upper: Vec::new(),
-    }
-}
-
-/// Append the cut `θ − β·v ≥ α` (a pool record's `α` and `β`) to `batch`.
-pub fn push_cut(batch: &mut RowBatch, shape: &Shape, alpha: f64, beta: &[f64]) {
-    if batch.row_starts.is_empty() {
-        batch.row_starts.push(0);
-    }
-    batch.col_indices.push(shape.theta as i32);
-    batch.values.push(1.0);
-    for (h, &b) in beta.iter().enumerate() {
-        batch.col_indices.push(h as i32);
-        batch.values.push(-b);
-    }
-    batch.row_starts.push(batch.col_indices.len() as i32);
-    batch.row_lower.push(alpha);
-    batch.row_upper.push(f64::INFINITY);
-    batch.num_rows += 1;
 }

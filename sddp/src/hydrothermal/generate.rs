@@ -3,10 +3,10 @@
 //! unlimited deficit tier (so every stage problem is feasible).
 #![forbid(unsafe_code)]
 
-use crate::case::{
+use super::case::{
     CaseFile, DeficitFile, HydroFile, InflowModelFile, PerStage, ThermalFile, TrainingFile,
 };
-use crate::rng;
+use super::sampling;
 
 /// Size of a generated case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct GenerateSpec {
 /// Build the case file for `spec`.
 #[must_use]
 pub fn generate(spec: &GenerateSpec) -> CaseFile {
-    let u = |tag: u64, i: usize| rng::uniform([spec.seed, tag, i as u64]);
+    let u = |tag: u64, i: usize| sampling::uniform([spec.seed, tag, i as u64]);
     let hydros: Vec<HydroFile> = (0..spec.hydros)
         .map(|h| {
             let max_volume = (500.0 + 1500.0 * u(1, h)).round();
@@ -137,7 +137,7 @@ pub fn generate(spec: &GenerateSpec) -> CaseFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::Case;
+    use crate::hydrothermal::case::Case;
 
     #[test]
     fn generated_cases_validate() {

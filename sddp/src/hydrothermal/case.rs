@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng;
+use super::sampling;
 
 /// A number, or one number per stage.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -721,7 +721,7 @@ impl Case {
             } => {
                 for k in 0..*openings {
                     for h in 0..nh {
-                        out[k * nh + h] = rng::lognormal(
+                        out[k * nh + h] = sampling::lognormal(
                             mean[t][h],
                             std[t][h],
                             [*seed, t as u64, k as u64, h as u64],
@@ -736,4 +736,4 @@ impl Case {
 /// The classic three-stage hydrothermal tutorial (SDDP.jl): one reservoir
 /// 0–200 starting full, inflows 0/50/100 equiprobable, demand 150, thermal
 /// cost 50/100/150 by stage. Optimal expected cost 8333.33…
-pub const TUTORIAL_CASE: &str = include_str!("../../examples/hydro_thermal_tutorial.json");
+pub const TUTORIAL_CASE: &str = include_str!("../../../examples/hydro_thermal_tutorial.json");
