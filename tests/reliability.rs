@@ -1128,7 +1128,11 @@ fn a_resumed_study_is_bit_identical_to_an_uninterrupted_one() {
         &["--iterations", "6", "--resume", &part, "--seed", "4"],
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("other training options"), "{}", text(&o));
+    assert!(
+        text(&o).contains("sampled with seed 3, not 4"),
+        "{}",
+        text(&o)
+    );
     let other = dir.join("other.json");
     common::generate_case(&other, [4, 6, 3, 2, 8]);
     let o = train(

@@ -172,6 +172,7 @@ fn prepare(
                 &from.join(checkpoint::FILE),
                 Identity {
                     model: model.fingerprint(),
+                    seed: model.seed(),
                     options: checkpoint::options_fingerprint(&opts),
                 },
                 opts.iterations,

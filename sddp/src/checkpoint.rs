@@ -20,7 +20,7 @@ use std::io::Write;
 use cobre_solver::BasisStatus;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::report::IterationRow;
+use crate::iteration::IterationRow;
 use crate::solve::basis::Entry;
 
 /// First bytes of a checkpoint.
@@ -131,6 +131,8 @@ pub struct State {
 pub struct Identity {
     /// [`crate::model::Model::fingerprint`].
     pub model: u64,
+    /// [`crate::model::Model::seed`].
+    pub seed: u64,
     /// [`options_fingerprint`].
     pub options: u64,
 }
@@ -263,6 +265,7 @@ pub fn write_to(w: &mut dyn Write, id: Identity, state: &StateView<'_>) -> std::
     o.bytes(MAGIC)?;
     o.u32(VERSION)?;
     o.u64(id.model)?;
+    o.u64(id.seed)?;
     o.u64(id.options)?;
     o.u64(state.iterations as u64)?;
     o.u64(state.rows.len() as u64)?;
@@ -500,11 +503,19 @@ pub fn decode(bytes: &[u8], shown: &str, id: Identity) -> Result<State, Checkpoi
         b: &bytes[..body_end],
         at: 12,
     };
-    let (model, options) = (r.u64().map_err(corrupt)?, r.u64().map_err(corrupt)?);
+    let model = r.u64().map_err(corrupt)?;
+    let seed = r.u64().map_err(corrupt)?;
+    let options = r.u64().map_err(corrupt)?;
     if model != id.model {
         return Err(CheckpointError::Mismatch {
             path: shown.to_string(),
-            what: "it was written for another case or seed".into(),
+            what: "it was written for another case".into(),
+        });
+    }
+    if seed != id.seed {
+        return Err(CheckpointError::Mismatch {
+            path: shown.to_string(),
+            what: format!("it was sampled with seed {seed}, not {}", id.seed),
         });
     }
     if options != id.options {
@@ -613,6 +624,7 @@ mod tests {
     fn round_trip_and_refusals() {
         let id = Identity {
             model: 11,
+            seed: 5,
             options: 22,
         };
         let state = sample();

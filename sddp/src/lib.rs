@@ -8,7 +8,8 @@
 //! `cobre-shm-upstream` (through upstream cobre-sddp) link the solver.
 //!
 //! Modules: `model` (the boundary), `hydrothermal` (a front-end),
-//! `options`, `report` and `error` (what a run is asked and answers),
+//! `options`, `report`, `iteration` and `error` (what a run is asked and
+//! answers),
 //! `shared` (the data every rank reads), `solve` (per-thread workspaces and
 //! stored bases), `trainer` (forward, backward, selection, bounds), `gemm`
 //! (the cut-selection kernel), `sizes`, `checkpoint`, `output` (the files of
@@ -23,6 +24,7 @@ pub mod comm;
 pub mod error;
 mod gemm;
 pub mod hydrothermal;
+pub mod iteration;
 pub mod model;
 pub mod options;
 pub mod output;

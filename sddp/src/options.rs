@@ -36,7 +36,7 @@ impl Default for CutSelection {
     fn default() -> Self {
         Self {
             rule: Some(SelectionRule::Level1),
-            every: 1,
+            every: 5,
             tolerance: 1e-10,
         }
     }
@@ -64,8 +64,8 @@ impl CutSelection {
 impl FromStr for CutSelection {
     type Err = String;
 
-    /// `none`, `level1`, `lml1` or `dominated` (every iteration, tolerance
-    /// 1e-10).
+    /// `none`, `level1`, `lml1` or `dominated` (every 5 iterations, tolerance
+    /// 1e-10: upstream Cobre's defaults).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let rule = match s {
             "none" => None,

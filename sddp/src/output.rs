@@ -132,6 +132,7 @@ pub fn write_checkpoint(w: &mut dyn Write, id: Identity, report: &TrainReport) -
 pub fn identity<M: Model>(model: &M, report: &TrainReport) -> Identity {
     Identity {
         model: model.fingerprint(),
+        seed: model.seed(),
         options: crate::checkpoint::options_fingerprint(&report.options),
     }
 }
@@ -167,7 +168,7 @@ pub fn summary_json(model: &HydroThermal<'_>, report: &TrainReport) -> Value {
         "options": {
             "iterations": o.iterations,
             "forward_passes": o.forward_passes,
-            "seed": model.seed(),
+            "seed": Model::seed(model),
             "time_limit_secs": o.stop.time_limit.map(|d| d.as_secs_f64()),
             "stall": o.stop.stall.map(|(tol, w)| json!({"tolerance": tol, "iterations": w - 1})),
             "replicate": o.replicate,

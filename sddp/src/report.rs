@@ -8,28 +8,10 @@ use std::time::Duration;
 use cobre_comm::CommError;
 
 use crate::error::EngineError;
+pub use crate::iteration::IterationRow;
 use crate::options::TrainOptions;
 use crate::shared::pool::CutRef;
 use crate::solve::workspace::WorkStats;
-
-/// One line of `convergence.csv`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct IterationRow {
-    /// 1-based iteration.
-    pub iteration: usize,
-    /// Expected stage-1 value.
-    pub lower_bound: f64,
-    /// Mean cost of the forward trajectories.
-    pub upper_bound_mean: f64,
-    /// Half width of the 95 % confidence interval of that mean.
-    pub upper_bound_ci95: f64,
-    /// `(ub − lb) / |ub|`.
-    pub gap: f64,
-    /// Cuts in the pool.
-    pub cuts: usize,
-    /// Seconds since training started.
-    pub elapsed_secs: f64,
-}
 
 /// Why training stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

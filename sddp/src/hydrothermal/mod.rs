@@ -104,12 +104,6 @@ impl<'c> HydroThermal<'c> {
         self.case
     }
 
-    /// The sampling seed.
-    #[must_use]
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
     /// The column layout of every stage LP.
     #[must_use]
     pub fn shape(&self) -> &Shape {
@@ -260,17 +254,17 @@ impl Model for HydroThermal<'_> {
         self.shape.slacks().map(|c| primal[c]).sum()
     }
 
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
     fn fingerprint(&self) -> u64 {
         let mut h = crate::model::Fnv::default();
         h.bytes(format!("{:?}", self.case).as_bytes());
-        h.bytes(&self.seed.to_le_bytes());
         h.0
     }
 
-    fn describe(&self, t: usize, incoming: &[f64], noise: &[f64]) -> String {
-        format!(
-            "stage {}, incoming volumes {incoming:?} and inflows {noise:?}",
-            t + 1
-        )
+    fn describe(&self, _t: usize, incoming: &[f64], noise: &[f64]) -> String {
+        format!("incoming volumes {incoming:?} and inflows {noise:?}")
     }
 }

@@ -157,13 +157,16 @@ impl WorkStats {
 
 /// A solve that failed on every rung.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: the LP could not be solved (last error: {error}), after every recovery ({rungs})")]
+#[error(
+    "stage {stage} LP could not be solved (last error: {error}) for {what}, after every recovery \
+     ({rungs})"
+)]
 pub struct SolveFailure {
     /// Stage, 1-based.
     pub stage: usize,
     /// The last solver error.
     pub error: String,
-    /// What the solve saw (stage, incoming state, noise), from the model.
+    /// What the solve saw (incoming state, noise), from the model.
     pub what: String,
     /// Rungs tried.
     pub rungs: String,

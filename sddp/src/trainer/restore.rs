@@ -88,12 +88,20 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
                     lane.stride
                 )));
             }
-            if lane.active.len() != self.pool.active_words(c).len() {
-                return Err(bad(format!("lane {c} has {} flag words", lane.active.len())));
+            let n = per.div_ceil(64);
+            if lane.active.len() < n {
+                return Err(bad(format!(
+                    "lane {c} has {} flag words for {per} cuts",
+                    lane.active.len()
+                )));
             }
             let data: &[f64] = if root { &lane.records } else { &[] };
             self.pool.append_cuts(self.comm, c, &mine(per), data)?;
-            self.pool.set_active_words(c, &lane.active);
+            // The flags of the checkpoint's slots; a larger pool's later
+            // slots are still empty.
+            let mut flags = self.pool.active_words(c).to_vec();
+            flags[..n].copy_from_slice(&lane.active[..n]);
+            self.pool.set_active_words(c, &flags);
         }
         if self.pool.keeps_states() {
             let want = per * lanes * self.model.state_len();
