@@ -327,8 +327,9 @@ fn generate(
             cobre_shm_sddp::hydrothermal::case::MAX_TREE_VALUES
         ));
     }
-    let text = serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(spec))
-        .map_err(|e| format!("cannot serialise the case: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(spec))
+            .map_err(|e| format!("cannot serialise the case: {e}"))?;
     match output {
         Some(path) => std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?,

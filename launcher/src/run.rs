@@ -23,6 +23,21 @@ pub struct RunArgs {
     /// Output directory [default: CASE_DIR/output]
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// `shared`: train on cobre-shm's engine (stage LPs, opening tree and
+    /// cut pool once per node; falls back to upstream's, saying why, for a
+    /// study it does not model yet); `upstream`: upstream cobre-sddp's own
+    /// training, a copy per rank (the reference)
+    #[arg(long, value_enum, default_value_t = EngineArg::Shared)]
+    pub engine: EngineArg,
+}
+
+/// `--engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// cobre-shm's shared engine.
+    Shared,
+    /// Upstream cobre-sddp's own training.
+    Upstream,
 }
 
 /// Check what can be checked before starting ranks.
@@ -54,6 +69,10 @@ fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
         threads: ctx.placement.threads,
         quiet: v.quiet,
         backend: "shm",
+        engine: match args.engine {
+            EngineArg::Shared => cobre_shm_upstream::Engine::Shared,
+            EngineArg::Upstream => cobre_shm_upstream::Engine::Upstream,
+        },
     };
     match cobre_shm_upstream::run_study(&comm, &opts) {
         Ok(outcome) => outcome.exit_code(),

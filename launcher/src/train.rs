@@ -15,8 +15,8 @@ use cobre_shm_sddp::checkpoint::{self, Identity};
 use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
 use cobre_shm_sddp::solve::workspace::Fault;
 use cobre_shm_sddp::{
-    output, train, CutSelection, EngineComm, EngineError, Hooks, IterationRow, Model,
-    TrainOptions, TrainReport,
+    output, train, CutSelection, EngineComm, EngineError, Hooks, IterationRow, Model, TrainOptions,
+    TrainReport,
 };
 
 use crate::launch::{launch, LaunchOptions, Program, RankContext};

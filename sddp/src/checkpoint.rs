@@ -277,6 +277,10 @@ pub fn write_to(w: &mut dyn Write, id: Identity, state: &StateView<'_>) -> std::
         o.f64(r.gap)?;
         o.u64(r.cuts as u64)?;
         o.f64(r.elapsed_secs)?;
+        o.f64(r.upper_bound_std)?;
+        o.u64(r.lp_solves)?;
+        o.u64(r.active_cuts as u64)?;
+        r.phase_secs.iter().try_for_each(|&v| o.f64(v))?;
     }
     o.u64(state.lanes.len() as u64)?;
     for lane in state.lanes {
@@ -383,8 +387,13 @@ impl In<'_> {
     /// A count of items of `unit` bytes that must fit in what is left.
     fn len(&mut self, unit: usize) -> Result<usize, String> {
         let n = usize::try_from(self.u64()?).map_err(|_| "length out of range".to_string())?;
-        if n.checked_mul(unit).is_none_or(|b| b > self.b.len() - self.at) {
-            return Err(format!("a length of {n} at byte {} runs past the end", self.at));
+        if n.checked_mul(unit)
+            .is_none_or(|b| b > self.b.len() - self.at)
+        {
+            return Err(format!(
+                "a length of {n} at byte {} runs past the end",
+                self.at
+            ));
         }
         Ok(n)
     }
@@ -533,7 +542,7 @@ pub fn decode(bytes: &[u8], shown: &str, id: Identity) -> Result<State, Checkpoi
 
 fn decode_body(r: &mut In<'_>) -> Result<State, String> {
     let iterations = r.usize()?;
-    let nrows = r.len(56)?;
+    let nrows = r.len(104)?;
     let mut rows = Vec::with_capacity(nrows);
     for _ in 0..nrows {
         rows.push(IterationRow {
@@ -544,6 +553,10 @@ fn decode_body(r: &mut In<'_>) -> Result<State, String> {
             gap: r.f64()?,
             cuts: r.usize()?,
             elapsed_secs: r.f64()?,
+            upper_bound_std: r.f64()?,
+            lp_solves: r.u64()?,
+            active_cuts: r.usize()?,
+            phase_secs: [r.f64()?, r.f64()?, r.f64()?],
         });
     }
     let nlanes = r.len(24)?;
@@ -604,6 +617,10 @@ mod tests {
                 gap: 0.4,
                 cuts: 3,
                 elapsed_secs: 0.01,
+                upper_bound_std: 0.2,
+                lp_solves: 12,
+                active_cuts: 2,
+                phase_secs: [0.1, 0.2, 0.3],
             }],
             lanes: vec![
                 LaneState {

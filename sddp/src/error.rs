@@ -42,4 +42,3 @@ pub enum EngineError {
     #[error("invalid training options: {0}")]
     Options(String),
 }
-

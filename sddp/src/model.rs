@@ -314,7 +314,11 @@ pub trait Model: Sync {
             format!("[{}{more}]", shown.join(", "))
         };
         let _ = t;
-        format!("incoming state {} and noise {}", show(incoming), show(noise))
+        format!(
+            "incoming state {} and noise {}",
+            show(incoming),
+            show(noise)
+        )
     }
 }
 

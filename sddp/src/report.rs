@@ -159,7 +159,9 @@ impl Policy {
     /// The cuts of stage `t`, oldest first.
     pub fn cuts(&self, t: usize) -> impl ExactSizeIterator<Item = CutRef<'_>> + '_ {
         let records = self.stages.get(t).map_or(&[][..], Vec::as_slice);
-        records.chunks_exact(self.stride(t)).map(CutRef::from_record)
+        records
+            .chunks_exact(self.stride(t))
+            .map(CutRef::from_record)
     }
 }
 
@@ -211,6 +213,10 @@ pub struct TrainReport {
     pub work: WorkReport,
     /// Options used.
     pub options: TrainOptions,
+    /// The stored basis of trajectory 0 at every stage (rank 0 only; empty
+    /// entries where none was stored): what a simulation of the policy can
+    /// start from.
+    pub first_trajectory_bases: Vec<crate::solve::basis::Entry>,
     /// What a checkpoint adds to the policy and rows (rank 0 only).
     pub checkpoint: Option<crate::checkpoint::State>,
 }
@@ -247,4 +253,3 @@ impl From<CommError> for TrainFailure {
         EngineError::from(e).into()
     }
 }
-

@@ -72,7 +72,10 @@ pub fn sizes<M: Model>(model: &M, opts: &TrainOptions) -> Result<Sizes, EngineEr
         .unwrap_or(0) as u64;
     let (mut tree, mut cache) = (0u64, 0u64);
     for t in 0..stages {
-        tree = add(tree, mul(model.openings(t) as u64, model.noise_len() as u64)?)?;
+        tree = add(
+            tree,
+            mul(model.openings(t) as u64, model.noise_len() as u64)?,
+        )?;
         let lp = model.stage_shape(t);
         let (n, m, nz) = (lp.cols as u64, lp.rows as u64, lp.nonzeros as u64);
         cache = add(cache, add(mul(nz, 12)?, add(mul(n, 36)?, m * 24 + 4)?)?)?;

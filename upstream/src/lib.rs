@@ -1,31 +1,38 @@
 //! `cobre-shm -p N run CASE_DIR`: the study cobre-cli 0.18's `cobre run`
-//! performs — an upstream Cobre case directory (cobre-io 0.18), trained and
-//! simulated by upstream cobre-sddp 0.18 — with the ranks of a cobre-shm job
-//! as its communicator.
+//! performs on an upstream Cobre case directory (cobre-io 0.18), with the
+//! ranks of a cobre-shm job as its communicator.
 //!
 //! Rank 0 reads the case; the system, `config.json` and the other loaded
 //! tables reach the other ranks through the communicator (one postcard
-//! value: its length, then its bytes). Every rank then builds the same `StudySetup`, trains,
-//! and simulates; rank 0 writes upstream's output tree (`training/`,
-//! `policy/`, `simulation/`, `training/metadata.json` with the backend
-//! recorded as `shm`). Features of `cobre run` this runner does not carry
-//! (warm-start or resume policies, boundary cuts, simulation from a stored
-//! policy) are refused up front, naming the config field.
+//! value: its length, then its bytes). Every rank builds the same upstream
+//! `StudySetup`. Training runs on cobre-shm's shared engine by default
+//! ([`model`] presents the study to it; `shared_training` hands the result
+//! back in upstream's shapes): stage LPs, opening tree and cut pool once per
+//! node. A study the shared engine does not model yet, or `--engine
+//! upstream`, trains with upstream cobre-sddp 0.18 itself (`training`), a
+//! copy of everything per rank. Simulation is upstream's. Rank 0 writes
+//! upstream's output tree (`training/`, `policy/`, `simulation/`;
+//! `training/metadata.json` records the backend and the engine). Features
+//! of `cobre run` this runner does not carry (warm-start or resume
+//! policies, boundary cuts, simulation from a stored policy) are refused up
+//! front, naming the config field.
 #![forbid(unsafe_code)]
 
 pub mod generate;
 pub mod limits;
+pub mod model;
 mod share;
+mod shared_training;
 mod simulation;
 mod study;
 mod training;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
-use cobre_comm::Communicator;
 use cobre_sddp::setup::{PostTrainingSimulation, RunPhasePlan};
+use cobre_shm_sddp::EngineComm;
 
 pub use share::ShareError;
 
@@ -42,6 +49,21 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Backend name written to `metadata.json` (`shm`, `mpi`, `local`).
     pub backend: &'static str,
+    /// Which engine trains.
+    pub engine: Engine,
+}
+
+/// Which engine trains a study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// cobre-shm's shared engine (stage LPs, opening tree and cut pool once
+    /// per node), falling back to upstream's where it does not model the
+    /// study yet.
+    #[default]
+    Shared,
+    /// Upstream cobre-sddp 0.18's own training (a copy per rank): the
+    /// reference.
+    Upstream,
 }
 
 impl RunOptions {
@@ -117,6 +139,9 @@ pub enum RunError {
     /// The thread writing simulation results panicked (its message is above).
     #[error("the simulation output writer failed; the simulation outputs are incomplete")]
     WriterPanicked,
+    /// The shared engine failed.
+    #[error("{0}")]
+    Engine(#[from] cobre_shm_sddp::EngineError),
     /// A signal handler could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handler: {0}")]
     Signals(std::io::Error),
@@ -128,7 +153,7 @@ pub enum RunError {
 /// # Errors
 /// Any failure of loading, training, simulation or writing, on every rank
 /// alike where the failure was collective.
-pub fn run_study<C: Communicator>(comm: &C, opts: &RunOptions) -> Result<Outcome, RunError> {
+pub fn run_study<C: EngineComm>(comm: &C, opts: &RunOptions) -> Result<Outcome, RunError> {
     init_threads(opts.threads);
     let ctx = study::Context::new(comm, opts);
     let mut study = study::load_and_share(&ctx)?;
@@ -150,8 +175,24 @@ pub fn run_study<C: Communicator>(comm: &C, opts: &RunOptions) -> Result<Outcome
             return Ok(Outcome::Completed);
         }
     }
-    let (stop, handlers) = signal_flag()?;
-    let trained = training::train(&ctx, &mut study, &stop);
+    let shared = opts.engine == Engine::Shared
+        && match model::shared_engine_support(&study.setup, &study.params) {
+            Ok(()) => true,
+            Err(u) => {
+                ctx.say(&format!(
+                    "cobre-shm run: the shared engine does not model {u}; training with \
+                     upstream's engine instead, which keeps a copy of the opening tree, cut pool \
+                     and stage LPs in every rank"
+                ));
+                false
+            }
+        };
+    let (stop, stop_now, handlers) = signal_flag()?;
+    let trained = if shared {
+        shared_training::train(&ctx, &mut study, &stop_now)
+    } else {
+        training::train(&ctx, &mut study, &stop)
+    };
     // After training a signal ends the process again (the default action).
     for id in handlers {
         signal_hook::low_level::unregister(id);
@@ -193,11 +234,16 @@ fn init_threads(threads: usize) {
     }
 }
 
-/// During training, SIGTERM and SIGINT ask upstream's training loop to stop
-/// at the next iteration boundary (its signal shutdown level), as `cobre
-/// run` does. Returns the flag and the handlers to unregister afterwards.
-fn signal_flag() -> Result<(Arc<AtomicUsize>, Vec<signal_hook::SigId>), RunError> {
+/// Flags of a requested stop and the handlers that set them.
+type StopFlags = (Arc<AtomicUsize>, Arc<AtomicBool>, Vec<signal_hook::SigId>);
+
+/// During training, SIGTERM and SIGINT ask the training loop to stop at the
+/// next iteration boundary, as `cobre run` does: upstream's loop reads its
+/// signal shutdown level, the shared engine a flag. Returns both and the
+/// handlers to unregister afterwards.
+fn signal_flag() -> Result<StopFlags, RunError> {
     let flag = Arc::new(AtomicUsize::new(0));
+    let now = Arc::new(AtomicBool::new(false));
     let level = cobre_sddp::config::ShutdownSource::Signal.level();
     let mut ids = Vec::new();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -205,6 +251,7 @@ fn signal_flag() -> Result<(Arc<AtomicUsize>, Vec<signal_hook::SigId>), RunError
             signal_hook::flag::register_usize(sig, Arc::clone(&flag), level)
                 .map_err(RunError::Signals)?,
         );
+        ids.push(signal_hook::flag::register(sig, Arc::clone(&now)).map_err(RunError::Signals)?);
     }
-    Ok((flag, ids))
+    Ok((flag, now, ids))
 }

@@ -109,6 +109,9 @@ pub struct Study {
     pub config: Config,
     /// `training.enabled`.
     pub training_enabled: bool,
+    /// The parameters the setup was built from (it keeps some of them
+    /// private: solver profiles, stopping rules, cut management).
+    pub params: cobre_sddp::setup::StudyParams,
     /// Rank 0: how the inflow model was obtained (for provenance).
     pub estimation: Option<(Option<EstimationReport>, EstimationPath)>,
     /// Rank 0: setup wall times (for `metadata.json`).
@@ -307,6 +310,7 @@ fn build<C: Communicator>(
             (stochastic, hydro, None, None)
         }
     };
+    let kept_params = params.clone();
     let setup = StudySetup::from_broadcast_params(
         &shared.system,
         stochastic,
@@ -322,6 +326,7 @@ fn build<C: Communicator>(
         system: shared.system,
         setup,
         training_enabled: config.training.enabled,
+        params: kept_params,
         config,
         estimation,
         timings,

@@ -18,6 +18,83 @@ use crate::share::ShareError;
 use crate::study::{Context, Study};
 use crate::RunError;
 
+/// Which engine trained, and what cobre-shm adds to `training/metadata.json`
+/// about it.
+pub struct EngineRecord {
+    /// `shared` or `upstream`.
+    pub engine: &'static str,
+    /// Node memory of the training phase (shared engine), as JSON.
+    pub memory: Option<serde_json::Value>,
+}
+
+impl EngineRecord {
+    /// Upstream's own training (a copy of everything per rank).
+    #[must_use]
+    pub fn upstream() -> Self {
+        Self {
+            engine: "upstream",
+            memory: None,
+        }
+    }
+
+    /// The shared engine, with the memory `report` measured.
+    #[must_use]
+    pub fn shared(report: &cobre_shm_sddp::TrainReport) -> Self {
+        let sum = |f: fn(&cobre_shm_sddp::report::RankMemory) -> u64| {
+            report.memory.iter().map(f).sum::<u64>()
+        };
+        Self {
+            engine: "shared",
+            memory: Some(serde_json::json!({
+                "node_peak_pss_bytes": report.node_peak_pss,
+                "node_pss_bytes": sum(|m| m.pss),
+                "node_pss_shared_bytes": sum(|m| m.pss_shmem),
+                "node_pss_private_bytes": sum(|m| m.pss_anon),
+                "shared_regions": report.regions.iter().map(|r| serde_json::json!({
+                    "name": r.name,
+                    "bytes": r.bytes,
+                    "one_copy_per_node": r.shared,
+                    "storage": r.storage,
+                })).collect::<Vec<_>>(),
+            })),
+        }
+    }
+}
+
+/// Add `record` to the `metadata.json` upstream's writer left at `path`:
+/// `"engine"` and, when measured, `"cobre_shm": {"training_memory": …}`,
+/// after upstream's own fields (rewritten whole, then renamed into place).
+///
+/// # Errors
+/// When the file cannot be read back or rewritten.
+fn add_engine_record(path: &std::path::Path, record: &EngineRecord) -> Result<(), RunError> {
+    #[derive(serde::Serialize)]
+    struct WithEngine<'a> {
+        #[serde(flatten)]
+        metadata: &'a cobre_io::TrainingMetadata,
+        engine: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cobre_shm: Option<serde_json::Value>,
+    }
+    let failed =
+        |e: String| RunError::Invalid(format!("cannot add the engine to {}: {e}", path.display()));
+    let metadata = cobre_io::read_training_metadata(path).map_err(|e| failed(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&WithEngine {
+        metadata: &metadata,
+        engine: record.engine,
+        cobre_shm: record
+            .memory
+            .clone()
+            .map(|m| serde_json::json!({ "training_memory": m })),
+    })
+    .map_err(|e| failed(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| failed(e.to_string()))
+}
+
 /// What training left for the next phase.
 pub struct Trained {
     /// Upstream's result (cuts stay in the study's setup).
@@ -45,7 +122,10 @@ pub fn distribution<C: Communicator>(ctx: &Context<'_, C>) -> DistributionInfo {
 }
 
 /// The metadata context of a phase that started at `started_at`.
-pub fn output_context<C: Communicator>(ctx: &Context<'_, C>, started_at: String) -> OutputContext {
+pub(crate) fn output_context<C: Communicator>(
+    ctx: &Context<'_, C>,
+    started_at: String,
+) -> OutputContext {
     OutputContext {
         hostname: ctx.hostname.clone(),
         solver: cobre_solver::active_solver_metadata_id().to_string(),
@@ -133,7 +213,14 @@ pub fn train<C: Communicator>(
         meta.setup = study.timings.clone();
         meta.production_fit_deviation =
             cobre_sddp::build_deviation_summary(&study.setup.hydro_models.fpha_fit_deviations);
-        write_outputs(ctx, study, &outcome.result, &output, &meta)
+        write_outputs(
+            ctx,
+            study,
+            &outcome.result,
+            &output,
+            &meta,
+            &EngineRecord::upstream(),
+        )
     } else {
         Ok(())
     };
@@ -203,13 +290,15 @@ fn solve_stats<C: Communicator>(
     })
 }
 
-/// Rank 0: the policy checkpoint and every training file `cobre run` writes.
-fn write_outputs<C: Communicator>(
+/// Rank 0: the policy checkpoint and every training file `cobre run` writes,
+/// `metadata.json` with the engine recorded.
+pub(crate) fn write_outputs<C: Communicator>(
     ctx: &Context<'_, C>,
     study: &Study,
     result: &TrainingResult,
     output: &TrainingOutput,
     meta: &OutputContext,
+    engine: &EngineRecord,
 ) -> Result<(), RunError> {
     let (out, setup, system, config) =
         (&ctx.output_dir, &study.setup, &study.system, &study.config);
@@ -226,6 +315,7 @@ fn write_outputs<C: Communicator>(
         },
     )?;
     cobre_io::write_training_results(out, output, system, config, meta)?;
+    add_engine_record(&out.join("training").join("metadata.json"), engine)?;
     let models = &setup.hydro_models;
     if !models.fpha_export_rows.is_empty() {
         cobre_io::write_fpha_hyperplanes(

@@ -121,7 +121,11 @@ impl Shape {
 
     /// Penalised slack columns (overflows and unserved energy).
     pub fn slacks(&self) -> impl Iterator<Item = usize> + '_ {
-        self.overflow.iter().flatten().chain(&self.unserved).copied()
+        self.overflow
+            .iter()
+            .flatten()
+            .chain(&self.unserved)
+            .copied()
     }
 }
 

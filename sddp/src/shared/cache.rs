@@ -122,9 +122,7 @@ impl<C: EngineComm> StageCache<C> {
             my_ints.extend_from_slice(&lp.col_starts);
             my_ints.extend_from_slice(&lp.row_indices);
         }
-        let real_counts: Vec<usize> = (0..comm.size())
-            .map(|r| block(r, Extent::reals))
-            .collect();
+        let real_counts: Vec<usize> = (0..comm.size()).map(|r| block(r, Extent::reals)).collect();
         let int_counts: Vec<usize> = (0..comm.size()).map(|r| block(r, Extent::ints)).collect();
         reals.append(comm, 0, &real_counts, &my_reals)?;
         ints.append(comm, 0, &int_counts, &my_ints)?;

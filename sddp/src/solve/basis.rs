@@ -81,7 +81,13 @@ impl Entry {
         out.row_status.resize(structural, BasisStatus::Basic);
         // Position of each stored slot among the stored cut rows.
         const NONE: u32 = u32::MAX;
-        let top = self.slots.iter().chain(slots).copied().max().map_or(0, |m| m as usize + 1);
+        let top = self
+            .slots
+            .iter()
+            .chain(slots)
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
         lookup.clear();
         lookup.resize(top, NONE);
         for (pos, &slot) in self.slots.iter().enumerate() {

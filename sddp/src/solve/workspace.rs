@@ -385,7 +385,13 @@ impl Workspace {
                         continue;
                     }
                 }
-                push_cut_row(&mut self.cuts, &cut, layout, src.theta, &self.base.col_scale);
+                push_cut_row(
+                    &mut self.cuts,
+                    &cut,
+                    layout,
+                    src.theta,
+                    &self.base.col_scale,
+                );
                 self.slots.push(slot as u32);
             }
         }
@@ -409,7 +415,13 @@ impl Workspace {
         for slot in src.pool.active(self.stage) {
             let cut = src.pool.cut(self.stage, slot);
             if cut.iteration == k {
-                push_cut_row(&mut self.delta, &cut, layout, src.theta, &self.base.col_scale);
+                push_cut_row(
+                    &mut self.delta,
+                    &cut,
+                    layout,
+                    src.theta,
+                    &self.base.col_scale,
+                );
                 self.slots.push(slot as u32);
             }
         }
@@ -457,7 +469,12 @@ impl Workspace {
                 solver.add_rows(delta);
             }
         }))
-        .map_err(|_| internal(format!("HiGHS rejected stage {} of the cache", self.stage + 1)))
+        .map_err(|_| {
+            internal(format!(
+                "HiGHS rejected stage {} of the cache",
+                self.stage + 1
+            ))
+        })
     }
 
     fn injected(&self, rung: usize) -> bool {

@@ -76,7 +76,12 @@ fn worker_pass<C: EngineComm, M: Model>(
         bases,
     } = worker;
     ws.set_profile(model.profile(Phase::Backward));
-    ws.freeze(plan.frozen, s, CutsOf::Before(plan.iteration), plan.iteration as u64);
+    ws.freeze(
+        plan.frozen,
+        s,
+        CutsOf::Before(plan.iteration),
+        plan.iteration as u64,
+    );
     ws.add_iteration_cuts(plan.frozen, plan.iteration);
     for (i, g) in range.clone().enumerate() {
         let local = first_local + i;

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use cobre_comm::prefix_displs;
+use cobre_comm::{prefix_displs, ReduceOp};
 
 use super::Trainer;
 use crate::comm::EngineComm;
@@ -62,7 +62,8 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         ws.set_profile(model.profile(Phase::LowerBound));
         // Every cut of the first lane (selection never leaves one out).
         ws.freeze(frozen, 0, CutsOf::Active, u64::MAX - k as u64);
-        ws.load().map_err(|e| EngineError::Solver(format!("{e:?}")))?;
+        ws.load()
+            .map_err(|e| EngineError::Solver(format!("{e:?}")))?;
         let mut values = Vec::with_capacity(probs.len());
         let last = model.stages() == 1;
         let theta = model.theta_column(0);
@@ -96,7 +97,12 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         let counts = &self.split.rank_counts;
         self.comm
             .allgatherv(&self.costs, &mut all, counts, &prefix_displs(counts))?;
-        let (mean, _, ci95) = statistics(&all);
+        let (mean, std, ci95) = statistics(&all);
+        let solves: u64 = self.workers.iter().map(|w| w.ws.stats().solves).sum();
+        let mut total = [0u64];
+        self.comm.allreduce(&[solves], &mut total, ReduceOp::Sum)?;
+        let (solves_before, phases_before) = self.mark;
+        let p = &self.phases;
         let row = IterationRow {
             iteration: k,
             lower_bound: lb,
@@ -105,7 +111,18 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
             gap: (mean - lb) / lb.abs().max(1.0),
             cuts: (0..self.pool.lanes()).map(|c| self.pool.len(c)).sum(),
             elapsed_secs: self.elapsed_before + self.start.elapsed().as_secs_f64(),
+            upper_bound_std: std,
+            lp_solves: total[0] - solves_before,
+            active_cuts: (0..self.pool.lanes())
+                .map(|c| self.pool.active_count(c))
+                .sum(),
+            phase_secs: [
+                (p.forward - phases_before.forward).as_secs_f64(),
+                (p.backward - phases_before.backward).as_secs_f64(),
+                (p.lower_bound - phases_before.lower_bound).as_secs_f64(),
+            ],
         };
+        self.mark = (total[0], self.phases);
         self.rows.push(row);
         let mut decision = [0u64];
         if self.comm.rank() == 0 {

@@ -124,7 +124,9 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
                 workers
                     .par_iter_mut()
                     .zip(trial.into_par_iter().zip(costs))
-                    .map(|(worker, (trial, costs))| worker_pass(worker, &plan, Out { trial, costs }))
+                    .map(|(worker, (trial, costs))| {
+                        worker_pass(worker, &plan, Out { trial, costs })
+                    })
                     .collect::<Vec<_>>()
             })
         };

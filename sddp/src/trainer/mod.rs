@@ -94,6 +94,9 @@ pub(crate) struct Trainer<'a, C: EngineComm, M: Model> {
     committed: (Vec<(u32, u32, Entry)>, Entry, f64),
     /// Wall-clock seconds of the iterations before a resumption.
     elapsed_before: f64,
+    /// LP solves over every rank and this rank's phase times at the end of
+    /// the last iteration (to report the next one's own).
+    mark: (u64, PhaseTimes),
 }
 
 /// Exchange each rank's phase outcome and whether a stop was requested;
@@ -205,6 +208,7 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
             stop,
             committed: (Vec::new(), Entry::default(), 0.0),
             elapsed_before: 0.0,
+            mark: (0, PhaseTimes::default()),
         };
         trainer.phases.setup = start.elapsed();
         trainer.sample_memory()?;
@@ -215,7 +219,6 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
     fn agree(&self, local: Result<(), EngineError>, iteration: usize) -> Result<(), EngineError> {
         agree(self.comm, local, self.stop, iteration)
     }
-
 
     /// Run iterations after `done` until a stop rule fires; a checkpoint
     /// goes to `hooks` every `checkpoint_every` iterations.
@@ -236,7 +239,11 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
             if let Some(stop) = stop {
                 return Ok(stop);
             }
-            if self.opts.checkpoint_every.is_some_and(|n| k % n.max(1) == 0) {
+            if self
+                .opts
+                .checkpoint_every
+                .is_some_and(|n| k % n.max(1) == 0)
+            {
                 let report = self.report(StopReason::InProgress)?;
                 if let (0, Some(f)) = (self.comm.rank(), hooks.on_checkpoint.as_mut()) {
                     f(&report);

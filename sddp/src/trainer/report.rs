@@ -11,9 +11,7 @@ use super::Trainer;
 use crate::comm::EngineComm;
 use crate::error::EngineError;
 use crate::model::Model;
-use crate::report::{
-    Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
-};
+use crate::report::{Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport};
 use crate::shared::store::Lanes;
 use crate::solve::workspace::{WorkStats, LADDER};
 
@@ -84,7 +82,9 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
             active: (0..lanes)
                 .map(|c| {
                     if root {
-                        (0..self.pool.len(c)).map(|s| self.pool.is_active(c, s)).collect()
+                        (0..self.pool.len(c))
+                            .map(|s| self.pool.is_active(c, s))
+                            .collect()
                     } else {
                         Vec::new()
                     }
@@ -128,7 +128,14 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         ];
         regions.extend(states.map(|s| region(comm, "trial_points", s)));
         let work = self.work_report()?;
+        let first_trajectory_bases = self
+            .workers
+            .iter()
+            .find(|w| w.range.start == 0 && !w.range.is_empty())
+            .map(|w| w.bases[0].clone())
+            .unwrap_or_default();
         Ok(TrainReport {
+            first_trajectory_bases,
             checkpoint,
             rows: self.rows.clone(),
             stop,

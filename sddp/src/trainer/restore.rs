@@ -22,8 +22,12 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         let ranks = self.comm.size();
         let mut lens = vec![0u64; ranks];
         let ones = vec![1usize; ranks];
-        self.comm
-            .allgatherv(&[mine.len() as u64], &mut lens, &ones, &prefix_displs(&ones))?;
+        self.comm.allgatherv(
+            &[mine.len() as u64],
+            &mut lens,
+            &ones,
+            &prefix_displs(&ones),
+        )?;
         let counts: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
         let mut all = vec![0u8; counts.iter().sum()];
         self.comm

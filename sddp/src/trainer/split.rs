@@ -85,7 +85,10 @@ mod tests {
                     }
                     next = Split::new(m, ranks, r, 1).mine.end;
                 }
-                assert!(seen.iter().all(|&c| c == 1), "m={m} ranks={ranks}: {seen:?}");
+                assert!(
+                    seen.iter().all(|&c| c == 1),
+                    "m={m} ranks={ranks}: {seen:?}"
+                );
             }
         }
     }
