@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cobre_shm_sddp::hydrothermal::generate::{generate, GenerateSpec};
 use cobre_shm_sddp::hydrothermal::case::Case;
+use cobre_shm_sddp::hydrothermal::generate::{generate, GenerateSpec};
 
 /// The `cobre-shm` binary built next to this benchmark.
 pub fn launcher() -> PathBuf {

@@ -180,7 +180,8 @@ fn workspace_bytes(case: &Case, cuts: usize, n: usize) -> f64 {
     for _ in 0..n {
         let mut ws = common::frozen_workspace(&model, 0, &records);
         ws.load().expect("load");
-        let mut set = |s: &mut cobre_solver::HighsSolver| model.prepare(0, &inflows, &state, &mut (), s);
+        let mut set =
+            |s: &mut cobre_solver::HighsSolver| model.prepare(0, &inflows, &state, &mut (), s);
         ws.solve(None, &mut set, &String::new).expect("solve");
         spaces.push(ws);
     }

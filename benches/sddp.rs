@@ -274,7 +274,8 @@ fn solve_rates(case: &Case, report: &TrainReport, solves: usize) -> (f64, f64, u
             }
             let k = i % case.openings(t);
             let a = &inflows[k * nh..(k + 1) * nh];
-            let mut set = |s: &mut cobre_solver::HighsSolver| model.prepare(t, a, &state, &mut (), s);
+            let mut set =
+                |s: &mut cobre_solver::HighsSolver| model.prepare(t, a, &state, &mut (), s);
             ws.solve(None, &mut set, &String::new).expect("solve");
         }
         solves as f64 / t0.elapsed().as_secs_f64()

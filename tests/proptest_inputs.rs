@@ -68,13 +68,15 @@ fn mutate(v: &mut Value, pick: &mut usize, value: &Option<Value>) -> bool {
 }
 
 fn bases() -> Vec<Value> {
-    let generated = cobre_shm_sddp::hydrothermal::generate::generate(&cobre_shm_sddp::hydrothermal::generate::GenerateSpec {
-        hydros: 3,
-        stages: 4,
-        openings: 2,
-        thermals: 2,
-        seed: 1,
-    });
+    let generated = cobre_shm_sddp::hydrothermal::generate::generate(
+        &cobre_shm_sddp::hydrothermal::generate::GenerateSpec {
+            hydros: 3,
+            stages: 4,
+            openings: 2,
+            thermals: 2,
+            seed: 1,
+        },
+    );
     vec![
         serde_json::from_str(cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE).expect("tutorial"),
         serde_json::to_value(generated).expect("generated"),

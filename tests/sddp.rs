@@ -218,7 +218,12 @@ fn check_against_de(json: &str, iterations: usize, passes: usize) -> TrainReport
 
 #[test]
 fn tutorial_reaches_8333_33() {
-    let case = Case::parse(cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE, "tutorial", "t").expect("tutorial");
+    let case = Case::parse(
+        cobre_shm_sddp::hydrothermal::case::TUTORIAL_CASE,
+        "tutorial",
+        "t",
+    )
+    .expect("tutorial");
     let exact = deterministic_equivalent(&case);
     assert!(
         (exact - 25_000.0 / 3.0).abs() < 1e-4,

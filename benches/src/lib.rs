@@ -567,8 +567,9 @@ fn measure(p: &Plan<'_>) -> Result<Results, String> {
         thermals: j,
         seed: 1,
     };
-    let text = serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(&spec))
-        .map_err(|e| format!("cannot write the case: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&cobre_shm_sddp::hydrothermal::generate::generate(&spec))
+            .map_err(|e| format!("cannot write the case: {e}"))?;
     std::fs::write(&case, text).map_err(|e| format!("cannot write {}: {e}", case.display()))?;
     let study = Study {
         case: &case,
