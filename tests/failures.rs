@@ -658,16 +658,13 @@ fn fake_control(
     let lay = layout::ControlLayout::new(world, layout::DEFAULT_STAGING_BYTES).expect("layout");
     let seg = Segment::create_exclusive(name, lay.total_bytes).expect("create fake segment");
     assert!(seg.try_lock_byte(layout::CREATOR_LOCK_BYTE).expect("lock"));
-    common::write_segment_bytes(
-        name,
-        lay.info,
-        bytemuck::bytes_of(&layout::ControlInfo {
-            staging_bytes: layout::DEFAULT_STAGING_BYTES as u64,
-            mempolicy: 0,
-            mempolicy_node: 0,
-            reserved: [0; 6],
-        }),
-    );
+    let mut info = layout::ControlInfo {
+        staging_bytes: layout::DEFAULT_STAGING_BYTES as u64,
+        mempolicy: 0,
+        mempolicy_node: 0,
+        digest: 0,
+        reserved: [0; 5],
+    };
     let mut h = layout::SegmentHeader {
         magic: layout::MAGIC,
         layout_version: layout::LAYOUT_VERSION,
@@ -682,6 +679,8 @@ fn fake_control(
         abort: 0,
     };
     tweak(&mut h);
+    info.digest = layout::control_digest(&h, &info);
+    common::write_segment_bytes(name, lay.info, bytemuck::bytes_of(&info));
     seg.write_header(&h);
     seg.atomic_u32(layout::HEADER_STATE_OFFSET)
         .store(h.state, std::sync::atomic::Ordering::Release);
@@ -716,6 +715,39 @@ fn layout_version_mismatch_is_refused() {
     drop(fake);
     Segment::unlink(&name).expect("unlink");
     assert_no_leftovers(&name);
+}
+
+#[test]
+fn a_damaged_header_is_refused_not_trusted() {
+    // Every byte of the header outside the two live words, and every byte
+    // of the job parameters: one flipped bit is refused at attach.
+    let lay = layout::ControlLayout::new(2, layout::DEFAULT_STAGING_BYTES).expect("layout");
+    let live = [
+        layout::HEADER_STATE_OFFSET..layout::HEADER_STATE_OFFSET + 4,
+        layout::HEADER_ABORT_OFFSET..layout::HEADER_ABORT_OFFSET + 4,
+    ];
+    let positions: Vec<usize> = (0..size_of::<layout::SegmentHeader>())
+        .filter(|b| !live.iter().any(|r| r.contains(b)))
+        .chain(lay.info..lay.info + size_of::<layout::ControlInfo>())
+        .collect();
+    let mut refused = 0;
+    for at in positions.iter().copied() {
+        let name = unique_name("damaged");
+        let fake = fake_control(&name, 2, |_| {});
+        let mut byte = [0u8];
+        common::read_segment_bytes(&name, at, &mut byte);
+        common::write_segment_bytes(&name, at, &[byte[0] ^ 0x10]);
+        let mut cfg = follower_cfg(&name);
+        cfg.attach_timeout = Duration::from_millis(300);
+        if ShmBackend::attach(&cfg).is_err() {
+            refused += 1;
+        } else {
+            panic!("a flip at header byte {at} was accepted");
+        }
+        drop(fake);
+        Segment::unlink(&name).expect("unlink");
+    }
+    assert_eq!(refused, positions.len());
 }
 
 #[test]

@@ -101,13 +101,13 @@ impl Control {
                 errno: e.errno,
             });
         }
-        let info = ControlInfo {
+        let mut info = ControlInfo {
             staging_bytes: staging_bytes as u64,
             mempolicy: mempolicy.0 as u32,
             mempolicy_node: mempolicy.1,
-            reserved: [0; 6],
+            digest: 0,
+            reserved: [0; 5],
         };
-        seg.copy_in(lay.info, bytemuck::bytes_of(&info));
         let header = SegmentHeader {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,
@@ -121,6 +121,8 @@ impl Control {
             state: layout::STATE_INITIALIZING,
             abort: 0,
         };
+        info.digest = layout::control_digest(&header, &info);
+        seg.copy_in(lay.info, bytemuck::bytes_of(&info));
         seg.write_header(&header);
         seg.atomic_u32(layout::HEADER_STATE_OFFSET)
             .store(STATE_READY, Ordering::Release);
@@ -137,7 +139,8 @@ impl Control {
             staging_bytes: staging_bytes as u64,
             mempolicy: 0,
             mempolicy_node: 0,
-            reserved: [0; 6],
+            digest: 0,
+            reserved: [0; 5],
         };
         seg.copy_in(lay.info, bytemuck::bytes_of(&info));
         seg.write_header(&SegmentHeader {
@@ -277,6 +280,15 @@ impl Control {
         // Written by the creator before it published `state` (acquired by
         // `read_header` in `open`); never written again.
         let info: ControlInfo = seg.read_published(size_of::<SegmentHeader>());
+        if info.digest != layout::control_digest(&h, &info) {
+            return Err(ShmError::Corrupt {
+                name,
+                what: "its header does not match the digest its creator wrote (the segment was \
+                       damaged, or written by something else); stop the job, remove it with \
+                       `cobre-shm clean`, and start again"
+                    .into(),
+            });
+        }
         let lay = usize::try_from(info.staging_bytes)
             .ok()
             .and_then(|s| ControlLayout::new(h.world_size as usize, s).ok())

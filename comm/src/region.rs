@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use cobre_comm::{CommData, CommError, SharedRegion};
 use cobre_shm_layout::{
-    region_total_bytes, RegionInfo, SegmentHeader, SegmentKind, CREATOR_LOCK_BYTE, FINGERPRINT,
-    HEADER_STATE_OFFSET, LAYOUT_VERSION, MAGIC, PAGE, REGION_DATA_OFFSET, REGION_INFO_OFFSET,
-    STATE_READY,
+    region_digest, region_total_bytes, RegionInfo, SegmentHeader, SegmentKind, CREATOR_LOCK_BYTE,
+    FINGERPRINT, HEADER_STATE_OFFSET, LAYOUT_VERSION, MAGIC, PAGE, REGION_DATA_OFFSET,
+    REGION_INFO_OFFSET, STATE_READY,
 };
 use nix::errno::Errno;
 
@@ -139,8 +139,7 @@ fn create_segment(job: &Job, name: &str, total: usize, info: &RegionInfo) -> Res
     // The first page (header and description) is the creator's to touch.
     seg.reserve(0, REGION_DATA_OFFSET)
         .map_err(|e| status(Fail::Reserve, e.errno))?;
-    seg.copy_in(REGION_INFO_OFFSET, bytemuck::bytes_of(info));
-    seg.write_header(&SegmentHeader {
+    let header = SegmentHeader {
         magic: MAGIC,
         layout_version: LAYOUT_VERSION,
         kind: SegmentKind::Region as u32,
@@ -152,7 +151,13 @@ fn create_segment(job: &Job, name: &str, total: usize, info: &RegionInfo) -> Res
         created_unix_ns: 0,
         state: 0,
         abort: 0,
-    });
+    };
+    let sealed = RegionInfo {
+        digest: region_digest(&header, info),
+        ..*info
+    };
+    seg.copy_in(REGION_INFO_OFFSET, bytemuck::bytes_of(&sealed));
+    seg.write_header(&header);
     seg.atomic_u32(HEADER_STATE_OFFSET)
         .store(STATE_READY, Ordering::Release);
     Ok(seg)
@@ -168,6 +173,9 @@ fn open_segment(name: &str, total: usize, info: &RegionInfo) -> Result<Segment, 
     };
     let h = seg.read_header();
     let ready = h.state == STATE_READY;
+    // Written by the creator before it published `state` (acquired by
+    // `read_header` above), never written again.
+    let found: RegionInfo = seg.read_published(REGION_INFO_OFFSET);
     let valid = ready
         && h.magic == MAGIC
         && h.layout_version == LAYOUT_VERSION
@@ -175,9 +183,9 @@ fn open_segment(name: &str, total: usize, info: &RegionInfo) -> Result<Segment, 
         && h.fingerprint == FINGERPRINT
         && h.total_bytes == total as u64
         && seg.len() == total
-        // Written by the creator before it published `state` (acquired by
-        // `read_header` above), never written again.
-        && seg.read_published::<RegionInfo>(REGION_INFO_OFFSET) == *info;
+        && RegionInfo { digest: 0, ..found } == *info
+        // A damaged header or description is refused, not trusted.
+        && found.digest == region_digest(&h, &found);
     if valid {
         Ok(seg)
     } else {
@@ -280,7 +288,8 @@ fn create_checked<T: CommData>(job: &Arc<Job>, count: usize) -> Result<ShmRegion
         elem_size: elem as u64,
         elem_align: align_of::<T>() as u64,
         region_id: id,
-        reserved: [0; 4],
+        digest: 0,
+        reserved: [0; 3],
     };
     // Rank 0 names the region with fresh random bits (another user cannot
     // predict, so cannot squat, the name) and tells the others in the first

@@ -57,9 +57,10 @@ pub struct TrainArgs {
     /// directory every N iterations; 0: only at the end
     #[arg(long, value_name = "N", default_value_t = TrainOptions::DEFAULT_CHECKPOINT_EVERY)]
     pub checkpoint_every: usize,
-    /// Continue the study whose outputs (with their checkpoint) are in DIR;
-    /// give --iterations the new total. Any ranks × threads split works
-    #[arg(long, value_name = "DIR")]
+    /// Continue the study whose outputs (with their checkpoint) are in DIR,
+    /// or from a checkpoint file (e.g. DIR/checkpoint.previous.bin); give
+    /// --iterations the new total. Any ranks × threads split works
+    #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
     /// Make solves fail, for tests of the recovery ladder:
     /// `stage=S,iteration=I,rungs=R` (the first R rungs of every solve of
@@ -169,7 +170,7 @@ fn prepare(
     let resume = match &args.resume {
         Some(from) => Some(
             checkpoint::read(
-                &from.join(checkpoint::FILE),
+                &checkpoint::locate(from),
                 Identity {
                     model: model.fingerprint(),
                     seed: model.seed(),

@@ -28,6 +28,17 @@ pub enum AtomicDirError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The new set did not read back as written.
+    #[error(
+        "the new outputs for {path} did not read back as written ({why}); the previous ones are \
+         kept: check the disk and the file system"
+    )]
+    Unverified {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        why: String,
+    },
     /// The target cannot be written.
     #[error(
         "{path} cannot be written ({reason}); choose another --output or fix its permissions \
@@ -153,13 +164,57 @@ pub type Contents<'a> = dyn Fn(&mut dyn Write) -> std::io::Result<()> + 'a;
 /// # Errors
 /// [`AtomicDirError`] naming the path; `dir` then holds what it held before.
 pub fn write_dir(dir: &Path, files: &[(&str, &Contents<'_>)]) -> Result<(), AtomicDirError> {
+    write_dir_with(dir, files, &Carry::default())
+}
+
+/// What a new set takes over from the one it replaces, and what it must pass
+/// before it replaces it.
+#[derive(Default)]
+pub struct Carry<'a> {
+    /// `(old name, new name)`: a file of the old set kept in the new one
+    /// under another name (a hard link, so nothing is copied), when present.
+    pub keep: &'a [(&'a str, &'a str)],
+    /// Called on the finished staging directory, synced; an error keeps the
+    /// old set in place.
+    pub verify: Option<&'a dyn Fn(&Path) -> Result<(), String>>,
+}
+
+/// [`write_dir`], carrying files of the old set over and checking the new
+/// set before it goes in (see [`Carry`]).
+///
+/// # Errors
+/// As [`write_dir`]; also when `carry.verify` refuses the new set.
+pub fn write_dir_with(
+    dir: &Path,
+    files: &[(&str, &Contents<'_>)],
+    carry: &Carry<'_>,
+) -> Result<(), AtomicDirError> {
     let parent = parent(dir);
     std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
     remove_stale_staging(dir);
     let stage = staging(dir);
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir(&stage).map_err(io("create", &stage))?;
-    let result = fill(&stage, files).and_then(|()| swap_in(&stage, dir, &parent));
+    let result = fill(&stage, files)
+        .and_then(|()| {
+            for (old, new) in carry.keep {
+                let from = dir.join(old);
+                if from.is_file() {
+                    let to = stage.join(new);
+                    std::fs::hard_link(&from, &to)
+                        .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+                        .map_err(io("keep", &from))?;
+                }
+            }
+            match carry.verify {
+                Some(check) => check(&stage).map_err(|why| AtomicDirError::Unverified {
+                    path: dir.to_path_buf(),
+                    why,
+                }),
+                None => Ok(()),
+            }
+        })
+        .and_then(|()| swap_in(&stage, dir, &parent));
     let _ = std::fs::remove_dir_all(&stage);
     result
 }

@@ -30,6 +30,8 @@ pub const MAGIC: &[u8; 8] = b"COBRECKP";
 pub const VERSION: u32 = 2;
 /// File name inside an output directory.
 pub const FILE: &str = "checkpoint.bin";
+/// The checkpoint a newer one replaced, kept beside it in the same directory.
+pub const PREVIOUS_FILE: &str = "checkpoint.previous.bin";
 /// Bytes of the closing digest.
 pub const DIGEST_BYTES: usize = 16;
 
@@ -46,12 +48,19 @@ pub enum CheckpointError {
     },
     /// Its bytes do not match the digest it was written with.
     #[error(
-        "{path} is damaged (its contents do not match the digest written with it): resume from \
-         an intact copy of the study's outputs, or start the study again without --resume"
+        "{path} is damaged (its contents do not match the digest written with it){}",
+        previous.as_ref().map_or_else(
+            || ": resume from an intact copy of the study's outputs, or start the study again \
+                without --resume".to_string(),
+            |p| format!(": the checkpoint before it is intact: resume with --resume {p}, or start \
+                         the study again without --resume")
+        )
     )]
     Damaged {
         /// Path.
         path: String,
+        /// An intact earlier checkpoint beside it, if there is one.
+        previous: Option<String>,
     },
     /// Not a checkpoint, or cut short.
     #[error("{path} is not a complete cobre-shm checkpoint ({what})")]
@@ -449,8 +458,20 @@ fn status(code: u8) -> Result<BasisStatus, String> {
     }
 }
 
+/// The checkpoint `from` names: the file itself, or [`FILE`] inside an
+/// output directory.
+#[must_use]
+pub fn locate(from: &std::path::Path) -> std::path::PathBuf {
+    if from.is_dir() {
+        from.join(FILE)
+    } else {
+        from.to_path_buf()
+    }
+}
+
 /// Read and check the checkpoint at `path` for study `id`, to continue up
-/// to `iterations`.
+/// to `iterations`. A damaged checkpoint names the previous one beside it
+/// when that one is intact.
 ///
 /// # Errors
 /// [`CheckpointError`] saying why it cannot be used.
@@ -464,7 +485,18 @@ pub fn read(
         path: shown.clone(),
         source,
     })?;
-    let state = decode(&bytes, &shown, id)?;
+    let state = match decode(&bytes, &shown, id) {
+        Err(CheckpointError::Damaged { path: p, .. }) => {
+            let previous = path.with_file_name(PREVIOUS_FILE);
+            let intact = path != previous
+                && std::fs::read(&previous).is_ok_and(|b| decode(&b, "", id).is_ok());
+            return Err(CheckpointError::Damaged {
+                path: p,
+                previous: intact.then(|| previous.display().to_string()),
+            });
+        }
+        other => other?,
+    };
     if state.iterations >= iterations {
         return Err(CheckpointError::Done {
             path: shown,
@@ -501,11 +533,13 @@ pub fn decode(bytes: &[u8], shown: &str, id: Identity) -> Result<State, Checkpoi
         .filter(|&e| e >= 12)
         .ok_or_else(|| CheckpointError::Damaged {
             path: shown.to_string(),
+            previous: None,
         })?;
     let written = &bytes[body_end..];
     if xxhash_rust::xxh3::xxh3_128(&bytes[..body_end]).to_le_bytes() != written {
         return Err(CheckpointError::Damaged {
             path: shown.to_string(),
+            previous: None,
         });
     }
     let mut r = In {

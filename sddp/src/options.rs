@@ -118,6 +118,10 @@ pub struct TrainOptions {
     /// Also write a checkpoint (with the results so far) every this many
     /// iterations; `None`: only the one every run ends with.
     pub checkpoint_every: Option<usize>,
+    /// Set glibc to hand freed memory back at once (see
+    /// [`crate::allocator::release_eagerly`]); otherwise free pages go back
+    /// once per iteration only.
+    pub release_eagerly: bool,
 }
 
 impl TrainOptions {

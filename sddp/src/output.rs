@@ -12,7 +12,7 @@ use std::path::Path;
 use cobre_shm_plot::ChartError;
 use serde_json::{json, Value};
 
-use crate::atomic_dir::{write_dir, AtomicDirError, Contents};
+use crate::atomic_dir::{write_dir, write_dir_with, AtomicDirError, Carry, Contents};
 use crate::checkpoint::{Identity, LaneView, StateView};
 use crate::hydrothermal::case::Case;
 use crate::hydrothermal::HydroThermal;
@@ -286,8 +286,30 @@ pub fn write_all(
     if chart.is_some() {
         files.push(("convergence.svg", &svg));
     }
-    if report.checkpoint.is_some() {
-        files.push((crate::checkpoint::FILE, &checkpoint));
-    }
-    write_dir(dir, &files)
+    let Some(state) = &report.checkpoint else {
+        return write_dir(dir, &files);
+    };
+    files.push((crate::checkpoint::FILE, &checkpoint));
+    // The new checkpoint must read back whole before it replaces the old
+    // one, which stays beside it as the previous checkpoint.
+    let iterations = state.iterations;
+    let verify = move |stage: &Path| -> Result<(), String> {
+        let path = stage.join(crate::checkpoint::FILE);
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        crate::checkpoint::decode(&bytes, &path.display().to_string(), id)
+            .map_err(|e| e.to_string())
+            .and_then(|back| {
+                (back.iterations == iterations)
+                    .then_some(())
+                    .ok_or_else(|| format!("{} iterations read back", back.iterations))
+            })
+    };
+    write_dir_with(
+        dir,
+        &files,
+        &Carry {
+            keep: &[(crate::checkpoint::FILE, crate::checkpoint::PREVIOUS_FILE)],
+            verify: Some(&verify),
+        },
+    )
 }

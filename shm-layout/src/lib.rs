@@ -27,7 +27,7 @@ use core::mem::{align_of, offset_of, size_of};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"COBRESHM");
 
 /// Version of everything after the frozen [`SegmentHeader`]. Bump on any change.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Page size assumed for alignment of staging and region data.
 pub const PAGE: usize = 4096;
@@ -135,8 +135,10 @@ pub struct ControlInfo {
     pub mempolicy: u32,
     /// Node argument of the memory policy (for `node:K`).
     pub mempolicy_node: u32,
+    /// [`control_digest`] of the segment's header and of this block.
+    pub digest: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 5],
 }
 
 /// Memory-policy code stored in [`ControlInfo::mempolicy`].
@@ -322,8 +324,10 @@ pub struct RegionInfo {
     pub elem_align: u64,
     /// Sequence number of the region within its job.
     pub region_id: u64,
+    /// [`region_digest`] of the segment's header and of this block.
+    pub digest: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 /// Offset of region data inside a region segment.
@@ -415,6 +419,43 @@ const fn fnv1a(mut hash: u64, value: u64) -> u64 {
         i += 1;
     }
     hash
+}
+
+/// FNV-1a of `bytes` after `hash`.
+fn fnv1a_bytes(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The header of `h` as its creator published it: the two atomic words
+/// that change while the job runs (`state`, `abort`) left out.
+fn static_header_digest(h: &SegmentHeader) -> u64 {
+    let mut fixed = *h;
+    fixed.state = 0;
+    fixed.abort = 0;
+    fnv1a_bytes(0xcbf2_9ce4_8422_2325, bytemuck::bytes_of(&fixed))
+}
+
+/// Digest of a control segment's header and job parameters (its `digest`
+/// field left out), written by the creator and checked on attach, so that
+/// a damaged header is refused instead of trusted.
+#[must_use]
+pub fn control_digest(h: &SegmentHeader, info: &ControlInfo) -> u64 {
+    let mut i = *info;
+    i.digest = 0;
+    fnv1a_bytes(static_header_digest(h), bytemuck::bytes_of(&i))
+}
+
+/// Digest of a region segment's header and region block (its `digest`
+/// field left out), as [`control_digest`].
+#[must_use]
+pub fn region_digest(h: &SegmentHeader, info: &RegionInfo) -> u64 {
+    let mut i = *info;
+    i.digest = 0;
+    fnv1a_bytes(static_header_digest(h), bytemuck::bytes_of(&i))
 }
 
 const fn fingerprint() -> u64 {
@@ -652,6 +693,6 @@ mod tests {
     /// must come with a new [`LAYOUT_VERSION`] and this value updated.
     #[test]
     fn fingerprint_matches_the_layout_written_down() {
-        assert_eq!((LAYOUT_VERSION, FINGERPRINT), (3, 0xb02b_655e_9dec_0829));
+        assert_eq!((LAYOUT_VERSION, FINGERPRINT), (4, 0xb9ea_c7ce_7b5f_d0ae));
     }
 }

@@ -285,3 +285,33 @@ pub fn write_segment_bytes(name: &str, offset: usize, bytes: &[u8]) {
     f.write_all_at(bytes, offset as u64)
         .expect("write the segment file");
 }
+
+/// Read `out.len()` bytes at `offset` of segment `name` through its file in
+/// `/dev/shm`.
+pub fn read_segment_bytes(name: &str, offset: usize, out: &mut [u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).expect("open the segment file");
+    f.read_exact_at(out, offset as u64)
+        .expect("read the segment file");
+}
+
+/// `pid` and all its descendants (through every thread's children).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}

@@ -107,6 +107,9 @@ fn options(settings: &UpstreamTraining, threads: usize) -> Result<TrainOptions, 
         cut_selection,
         fault: None,
         checkpoint_every: None,
+        // Upstream's stage LPs are large enough that unmapping every freed
+        // buffer costs more time than it saves memory (allocator.rs).
+        release_eagerly: false,
     })
 }
 

@@ -70,6 +70,7 @@ pub fn options(case: &Case, threads: usize) -> (TrainOptions, u64) {
         cut_selection: CutSelection::default(),
         fault: None,
         checkpoint_every: Some(TrainOptions::DEFAULT_CHECKPOINT_EVERY),
+        release_eagerly: true,
     };
     (opts, t.seed.unwrap_or(0))
 }

@@ -142,7 +142,9 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
     ) -> Result<Self, EngineError> {
         let start = Instant::now();
         let sizes = crate::sizes(model, opts)?;
-        crate::allocator::release_eagerly();
+        if opts.release_eagerly {
+            crate::allocator::release_eagerly();
+        }
         let (rank, ranks) = (comm.rank(), comm.size());
         // The calling thread is worker 0 (one thread stack and allocator
         // arena fewer per rank); where it cannot be (it already belongs to a
