@@ -192,6 +192,36 @@ fn lower_bounds(out: &Path) -> Vec<f64> {
     lbs
 }
 
+/// LP solves per (iteration, phase) in `out`'s
+/// `training/solver/iterations.parquet`, summed over stages and ranks.
+fn solves_by_phase(out: &Path) -> std::collections::BTreeMap<(i32, String), u64> {
+    use arrow::array::{Array, Int32Array, StringArray, UInt32Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let path = out.join("training/solver/iterations.parquet");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut sums = std::collections::BTreeMap::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let col = |name: &str| batch.column_by_name(name).expect(name).clone();
+        let (it, ph, n) = (col("iteration"), col("phase"), col("lp_solves"));
+        let it = it.as_any().downcast_ref::<Int32Array>().expect("iteration");
+        let ph = ph.as_any().downcast_ref::<StringArray>().expect("phase");
+        let n = n.as_any().downcast_ref::<UInt32Array>().expect("lp_solves");
+        for i in 0..batch.num_rows() {
+            if it.is_valid(i) {
+                *sums
+                    .entry((it.value(i), ph.value(i).to_string()))
+                    .or_insert(0) += u64::from(n.value(i));
+            }
+        }
+    }
+    sums
+}
+
 /// Largest relative difference between two traces of the same length.
 fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "iterations: {a:?} vs {b:?}");
@@ -270,6 +300,22 @@ fn every_coverage_case_trains_like_upstream_on_one_and_two_ranks() {
                 "{name} at {ranks} rank(s): lower bounds differ by {d:e}: {want:?} vs {got:?}"
             );
             worst = worst.max(d);
+            let training = json(&out.join("training/metadata.json"));
+            let trained = &training["cobre_shm"]["training_memory"]["node_peak_pss_bytes"];
+            assert!(
+                trained.as_u64() > Some(0),
+                "{name}: training memory {trained}"
+            );
+            let sim = out.join("simulation/metadata.json");
+            if sim.is_file() && json(&sim)["scenarios"]["completed"].as_u64() > Some(0) {
+                let v = &json(&sim)["cobre_shm"]["simulation_memory"]["node_pss_bytes"];
+                assert!(v.as_u64() > Some(0), "{name}: simulation memory {v}");
+            }
+            assert_eq!(
+                solves_by_phase(&reference),
+                solves_by_phase(&out),
+                "{name} at {ranks} rank(s): LP solves per iteration and phase"
+            );
             let (a, b) = (mean_cost(&reference), mean_cost(&out));
             if a.is_finite() || b.is_finite() {
                 let rel = (a - b).abs() / a.abs().max(1.0);

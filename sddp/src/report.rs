@@ -92,6 +92,27 @@ pub struct PhaseTimes {
     pub bounds_sync: Duration,
 }
 
+/// A `kB` field of a `/proc` file, in bytes (0 when absent).
+fn read_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// This process's memory (Linux `/proc`; zeros elsewhere): `[peak_rss, pss, pss_anon, pss_shmem]`.
+pub fn own_memory() -> [u64; 4] {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    [
+        read_kib(&status, "VmHWM:"),
+        read_kib(&rollup, "Pss:"),
+        read_kib(&rollup, "Pss_Anon:"),
+        read_kib(&rollup, "Pss_Shmem:"),
+    ]
+}
+
 /// Memory of one rank.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RankMemory {
@@ -182,6 +203,31 @@ pub struct WorkReport {
     pub penalty_slack: f64,
 }
 
+/// The LP work of one rank in one phase of one iteration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PhaseWork {
+    /// 1-based iteration.
+    pub iteration: usize,
+    /// Forward pass, backward pass (with its cut selection) or lower bound.
+    pub phase: crate::model::Phase,
+    /// Rank.
+    pub rank: usize,
+    /// LP solves.
+    pub solves: u64,
+    /// Solves that needed a rung of the recovery ladder after the first.
+    pub retried: u64,
+    /// Solves offered a stored basis.
+    pub warm_starts: u64,
+    /// Simplex iterations.
+    pub simplex_iterations: u64,
+    /// Stage loads.
+    pub loads: u64,
+    /// Seconds spent solving.
+    pub solve_secs: f64,
+    /// Seconds spent loading.
+    pub load_secs: f64,
+}
+
 /// Everything training produced.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
@@ -219,6 +265,9 @@ pub struct TrainReport {
     pub first_trajectory_bases: Vec<crate::solve::basis::Entry>,
     /// What a checkpoint adds to the policy and rows (rank 0 only).
     pub checkpoint: Option<crate::checkpoint::State>,
+    /// The LP work of every rank in every phase of the iterations this run
+    /// trained, by iteration, phase and rank (rank 0 only).
+    pub phase_work: Vec<PhaseWork>,
 }
 
 /// Training that stopped on an error, with what it had done so far: the

@@ -20,6 +20,7 @@
 
 pub mod generate;
 pub mod limits;
+mod metadata;
 pub mod model;
 mod share;
 mod shared_training;

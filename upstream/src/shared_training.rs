@@ -16,9 +16,12 @@ use cobre_io::MetadataTrainingSolveStats;
 use cobre_sddp::config::ShutdownSource;
 use cobre_sddp::setup::NodeId;
 use cobre_sddp::CapturedBasis;
-use cobre_sddp::{ConvergenceMonitor, SyncResult, TrainingResult};
+use cobre_sddp::{
+    ConvergenceMonitor, SolverStatsDelta, SolverStatsLogEntry, SyncResult, TrainingResult,
+};
 use cobre_shm_sddp::checkpoint::{decode_entries, encode_entry};
-use cobre_shm_sddp::report::{Policy, TrainReport};
+use cobre_shm_sddp::model::Phase;
+use cobre_shm_sddp::report::{PhaseWork, Policy, TrainReport};
 use cobre_shm_sddp::solve::basis::Entry;
 use cobre_shm_sddp::{
     CutSelection, EngineComm, EngineError, Hooks, IterationRow, SelectionRule, StopRules,
@@ -305,6 +308,7 @@ fn result(
     forward_passes: usize,
     stopped: bool,
     bases: Vec<Option<CapturedBasis>>,
+    phase_work: &[PhaseWork],
 ) -> TrainingResult {
     let setup = &study.setup;
     let mut monitor = ConvergenceMonitor::with_iteration_budget(
@@ -343,7 +347,7 @@ fn result(
         reason,
         ms(last.elapsed_secs).max(1),
         bases,
-        Vec::new(),
+        solver_log(phase_work),
         None,
         None,
     );
@@ -352,6 +356,37 @@ fn result(
     }
     result.lower_bound_history = rows.iter().map(|r| r.lower_bound).collect();
     result
+}
+
+/// Upstream's per-iteration solver log (`training/solver/iterations.parquet`)
+/// from the engine's work per rank and phase. The engine counts per phase,
+/// not per stage or opening: those columns stay empty.
+fn solver_log(phase_work: &[PhaseWork]) -> Vec<SolverStatsLogEntry> {
+    phase_work
+        .iter()
+        .map(|w| {
+            let phase = match w.phase {
+                Phase::Forward => "forward",
+                Phase::Backward => "backward",
+                Phase::LowerBound => "lower_bound",
+            };
+            let delta = SolverStatsDelta {
+                lp_solves: w.solves,
+                lp_successes: w.solves,
+                first_try_successes: w.solves.saturating_sub(w.retried),
+                lp_failures: 0,
+                retry_attempts: w.retried,
+                basis_offered: w.warm_starts,
+                simplex_iterations: w.simplex_iterations,
+                solve_time_ms: w.solve_secs * 1e3,
+                load_model_count: w.loads,
+                load_model_time_ms: w.load_secs * 1e3,
+                ..SolverStatsDelta::default()
+            };
+            let rank = i32::try_from(w.rank).unwrap_or(i32::MAX);
+            SolverStatsLogEntry::from_raw(w.iteration as u64, phase, None, -1, rank, -1, delta)
+        })
+        .collect()
 }
 
 /// LP counts of the run as `metadata.json` records them.
@@ -431,12 +466,25 @@ pub fn train<C: EngineComm>(
         },
     };
     let stopped = stop.load(std::sync::atomic::Ordering::SeqCst);
-    let policy = share_policy(ctx.comm, std::mem::take(&mut report.policy))?;
-    fill_fcf(&mut study.setup, &policy);
-    drop(policy);
+    // Upstream's simulator reads the policy from every rank's own future-cost
+    // function; without a simulation only rank 0 (the writer) needs it.
+    let policy = std::mem::take(&mut report.policy);
+    if study.setup.simulation_config.n_scenarios > 0 {
+        let policy = share_policy(ctx.comm, policy)?;
+        fill_fcf(&mut study.setup, &policy);
+    } else if ctx.root() {
+        fill_fcf(&mut study.setup, &policy);
+    }
     let lanes = study.setup.fcf.pools.len().saturating_sub(1);
     let bases = basis_cache(ctx.comm, &report.first_trajectory_bases)?;
-    let result = result(study, &report.rows, opts.forward_passes, stopped, bases);
+    let result = result(
+        study,
+        &report.rows,
+        opts.forward_passes,
+        stopped,
+        bases,
+        &report.phase_work,
+    );
     let events = events(&report.rows, opts.forward_passes, lanes);
     let mut output = study.setup.build_training_output(&result, &events);
     output.training_solve_stats = solve_stats(&report, opts.threads);

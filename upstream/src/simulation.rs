@@ -63,6 +63,8 @@ pub fn simulate<C: Communicator>(
         (Ok(_), Err(_)) => Err(RunError::WriterPanicked),
     };
     let (run, (writer, write_failures)) = ctx.in_step(local, "simulating")?;
+    // Measured while the simulation's workspaces still exist.
+    let memory = crate::metadata::node_memory(comm)?;
     let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let paths: Vec<SimulationPathRecord> = writer.path_rows().to_vec();
     let mut local_output = writer.finalize(elapsed_ms);
@@ -97,7 +99,14 @@ pub fn simulate<C: Communicator>(
     ));
     let written = if ctx.root() {
         let meta = output_context(ctx, started_at);
-        write_outputs(ctx, &merged, &per_scenario, &paths, &scenario_costs, &meta)
+        let results = Results {
+            merged: &merged,
+            per_scenario: &per_scenario,
+            paths: &paths,
+            scenario_costs: &scenario_costs,
+            memory,
+        };
+        write_outputs(ctx, &results, &meta)
     } else {
         Ok(())
     };
@@ -180,17 +189,32 @@ fn gather_paths<C: Communicator>(
         .collect())
 }
 
+/// What a simulation produced, merged over the ranks.
+struct Results<'a> {
+    merged: &'a SimulationOutput,
+    per_scenario: &'a [(u32, SolverStatsDelta)],
+    paths: &'a [SimulationPathRecord],
+    scenario_costs: &'a [(u32, f64, Option<f64>)],
+    /// Node memory at the end of the simulation.
+    memory: serde_json::Value,
+}
+
 /// Rank 0: the simulation files `cobre run` writes.
 fn write_outputs<C: Communicator>(
     ctx: &Context<'_, C>,
-    merged: &SimulationOutput,
-    per_scenario: &[(u32, SolverStatsDelta)],
-    paths: &[SimulationPathRecord],
-    scenario_costs: &[(u32, f64, Option<f64>)],
+    results: &Results<'_>,
     meta: &cobre_io::OutputContext,
 ) -> Result<(), RunError> {
+    let Results {
+        merged,
+        per_scenario,
+        paths,
+        scenario_costs,
+        memory,
+    } = results;
     let out = &ctx.output_dir;
     cobre_io::write_simulation_results(out, merged, meta)?;
+    add_memory(out, memory.clone())?;
     if !per_scenario.is_empty() {
         let rows: Vec<cobre_io::SolverStatsRow> = per_scenario
             .iter()
@@ -217,6 +241,20 @@ fn write_outputs<C: Communicator>(
     cobre_io::output::simulation_writer::write_scenario_summary(out, &summary)?;
     cobre_io::write_success_marker(&out.join("simulation"))?;
     Ok(())
+}
+
+/// Add the simulation phase's node memory to `simulation/metadata.json`
+/// (`"cobre_shm": {"simulation_memory": …}`).
+fn add_memory(out: &std::path::Path, memory: serde_json::Value) -> Result<(), RunError> {
+    let path = out.join("simulation").join("metadata.json");
+    let metadata = cobre_io::read_simulation_metadata(&path)
+        .map_err(|e| crate::metadata::cannot_add(&path, &e.to_string()))?;
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "cobre_shm".into(),
+        serde_json::json!({ "simulation_memory": memory }),
+    );
+    crate::metadata::rewrite_with(&path, &metadata, &extra)
 }
 
 /// Rank 0: the record of a simulation skipped after a stop request.

@@ -62,37 +62,22 @@ impl EngineRecord {
 }
 
 /// Add `record` to the `metadata.json` upstream's writer left at `path`:
-/// `"engine"` and, when measured, `"cobre_shm": {"training_memory": …}`,
-/// after upstream's own fields (rewritten whole, then renamed into place).
+/// `"engine"` and, when measured, `"cobre_shm": {"training_memory": …}`.
 ///
 /// # Errors
 /// When the file cannot be read back or rewritten.
 fn add_engine_record(path: &std::path::Path, record: &EngineRecord) -> Result<(), RunError> {
-    #[derive(serde::Serialize)]
-    struct WithEngine<'a> {
-        #[serde(flatten)]
-        metadata: &'a cobre_io::TrainingMetadata,
-        engine: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cobre_shm: Option<serde_json::Value>,
+    let metadata = cobre_io::read_training_metadata(path)
+        .map_err(|e| crate::metadata::cannot_add(path, &e.to_string()))?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("engine".into(), record.engine.into());
+    if let Some(m) = &record.memory {
+        extra.insert(
+            "cobre_shm".into(),
+            serde_json::json!({ "training_memory": m }),
+        );
     }
-    let failed =
-        |e: String| RunError::Invalid(format!("cannot add the engine to {}: {e}", path.display()));
-    let metadata = cobre_io::read_training_metadata(path).map_err(|e| failed(e.to_string()))?;
-    let text = serde_json::to_string_pretty(&WithEngine {
-        metadata: &metadata,
-        engine: record.engine,
-        cobre_shm: record
-            .memory
-            .clone()
-            .map(|m| serde_json::json!({ "training_memory": m })),
-    })
-    .map_err(|e| failed(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| failed(e.to_string()))
+    crate::metadata::rewrite_with(path, &metadata, &extra)
 }
 
 /// What training left for the next phase.

@@ -141,6 +141,25 @@ pub struct WorkStats {
 }
 
 impl WorkStats {
+    /// What was counted since `before` (an earlier reading of the same
+    /// counters).
+    #[must_use]
+    pub fn since(&self, before: &Self) -> Self {
+        let mut recovered = self.recovered;
+        for (a, b) in recovered.iter_mut().zip(before.recovered) {
+            *a = a.saturating_sub(b);
+        }
+        Self {
+            loads: self.loads.saturating_sub(before.loads),
+            load_time: self.load_time.saturating_sub(before.load_time),
+            solves: self.solves.saturating_sub(before.solves),
+            solve_time: self.solve_time.saturating_sub(before.solve_time),
+            warm_starts: self.warm_starts.saturating_sub(before.warm_starts),
+            iterations: self.iterations.saturating_sub(before.iterations),
+            recovered,
+        }
+    }
+
     /// Add `other` into `self`.
     pub fn add(&mut self, other: &Self) {
         self.loads += other.loads;

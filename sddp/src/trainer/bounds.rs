@@ -123,6 +123,7 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
             ],
         };
         self.mark = (total[0], self.phases);
+        self.gather_phase_work(k)?;
         self.rows.push(row);
         let mut decision = [0u64];
         if self.comm.rank() == 0 {

@@ -37,12 +37,12 @@ use crate::comm::EngineComm;
 use crate::error::EngineError;
 use crate::model::{Model, Phase};
 use crate::options::TrainOptions;
-use crate::report::{IterationRow, PhaseTimes, StopReason, TrainFailure, TrainReport};
+use crate::report::{IterationRow, PhaseTimes, PhaseWork, StopReason, TrainFailure, TrainReport};
 use crate::shared::cache::StageCache;
 use crate::shared::pool::CutPool;
 use crate::shared::store::Lanes;
 use crate::solve::basis::Entry;
-use crate::solve::workspace::{Frozen, Workspace};
+use crate::solve::workspace::{Frozen, WorkStats, Workspace};
 use crate::Hooks;
 
 use split::Split;
@@ -97,6 +97,13 @@ pub(crate) struct Trainer<'a, C: EngineComm, M: Model> {
     /// LP solves over every rank and this rank's phase times at the end of
     /// the last iteration (to report the next one's own).
     mark: (u64, PhaseTimes),
+    /// This rank's workspace counters, summed over threads, at the last
+    /// phase boundary.
+    work_mark: WorkStats,
+    /// This rank's counters of each phase of the current iteration.
+    iteration_work: [WorkStats; 3],
+    /// Every rank's work per phase of every iteration (rank 0).
+    phase_work: Vec<PhaseWork>,
 }
 
 /// Exchange each rank's phase outcome and whether a stop was requested;
@@ -211,6 +218,9 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
             committed: (Vec::new(), Entry::default(), 0.0),
             elapsed_before: 0.0,
             mark: (0, PhaseTimes::default()),
+            work_mark: WorkStats::default(),
+            iteration_work: Default::default(),
+            phase_work: Vec::new(),
         };
         trainer.phases.setup = start.elapsed();
         trainer.sample_memory()?;
@@ -230,9 +240,12 @@ impl<'a, C: EngineComm, M: Model> Trainer<'a, C, M> {
                 w.ws.set_iteration(k);
             }
             self.forward(k)?;
+            self.note_phase(Phase::Forward);
             self.backward(k)?;
             self.select(k)?;
+            self.note_phase(Phase::Backward);
             let lb = self.lower_bound(k)?;
+            self.note_phase(Phase::LowerBound);
             // Sampled before trimming: the figure is what the iteration held.
             self.sample_memory()?;
             crate::allocator::trim();

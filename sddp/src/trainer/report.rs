@@ -10,31 +10,12 @@ use cobre_comm::ReduceOp;
 use super::Trainer;
 use crate::comm::EngineComm;
 use crate::error::EngineError;
-use crate::model::Model;
-use crate::report::{Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport};
+use crate::model::{Model, Phase};
+use crate::report::{
+    PhaseWork, Policy, RankMemory, RegionReport, StopReason, TrainReport, WorkReport,
+};
 use crate::shared::store::Lanes;
 use crate::solve::workspace::{WorkStats, LADDER};
-
-/// A `kB` field of a `/proc` file, in bytes (0 when absent).
-fn read_kib(text: &str, key: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
-/// This process's memory: `[peak_rss, pss, pss_anon, pss_shmem]`.
-fn own_memory() -> [u64; 4] {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    [
-        read_kib(&status, "VmHWM:"),
-        read_kib(&rollup, "Pss:"),
-        read_kib(&rollup, "Pss_Anon:"),
-        read_kib(&rollup, "Pss_Shmem:"),
-    ]
-}
 
 fn region<T: cobre_comm::CommData, C: EngineComm>(
     comm: &C,
@@ -50,12 +31,74 @@ fn region<T: cobre_comm::CommData, C: EngineComm>(
     }
 }
 
+/// The phases of an iteration, in the order of [`Trainer::note_phase`]'s slots.
+const PHASES: [Phase; 3] = [Phase::Forward, Phase::Backward, Phase::LowerBound];
+/// Numbers per phase in the exchange of [`Trainer::gather_phase_work`].
+const PHASE_FIELDS: usize = 7;
+
 impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
+    /// Record this rank's workspace counters of `phase` (those since the
+    /// last phase boundary).
+    pub(super) fn note_phase(&mut self, phase: Phase) {
+        let mut now = WorkStats::default();
+        for w in &self.workers {
+            now.add(w.ws.stats());
+        }
+        let slot = PHASES.iter().position(|p| *p == phase).unwrap_or(0);
+        self.iteration_work[slot] = now.since(&self.work_mark);
+        self.work_mark = now;
+    }
+
+    /// Collective: every rank's work per phase of iteration `k`, kept on
+    /// rank 0.
+    pub(super) fn gather_phase_work(&mut self, k: usize) -> Result<(), EngineError> {
+        let mut mine = Vec::with_capacity(PHASES.len() * PHASE_FIELDS);
+        for w in &self.iteration_work {
+            let retried: u64 = w.recovered.iter().sum();
+            mine.extend([
+                w.solves as f64,
+                retried as f64,
+                w.warm_starts as f64,
+                w.iterations as f64,
+                w.loads as f64,
+                w.solve_time.as_secs_f64(),
+                w.load_time.as_secs_f64(),
+            ]);
+        }
+        let ranks = self.comm.size();
+        let counts = vec![mine.len(); ranks];
+        let displs: Vec<usize> = (0..ranks).map(|r| r * mine.len()).collect();
+        let mut all = vec![0.0; mine.len() * ranks];
+        self.comm.allgatherv(&mine, &mut all, &counts, &displs)?;
+        if self.comm.rank() == 0 {
+            for (rank, block) in all.chunks_exact(mine.len()).enumerate() {
+                for (phase, v) in PHASES.iter().zip(block.chunks_exact(PHASE_FIELDS)) {
+                    // Counts travel as f64: exact below 2^53.
+                    let n = |x: f64| x as u64;
+                    self.phase_work.push(PhaseWork {
+                        iteration: k,
+                        phase: *phase,
+                        rank,
+                        solves: n(v[0]),
+                        retried: n(v[1]),
+                        warm_starts: n(v[2]),
+                        simplex_iterations: n(v[3]),
+                        loads: n(v[4]),
+                        solve_secs: v[5],
+                        load_secs: v[6],
+                    });
+                }
+            }
+        }
+        self.iteration_work = Default::default();
+        Ok(())
+    }
+
     /// Record this process's PSS if it is the highest seen.
     /// Collective: sample this rank's PSS and the node's (the sum over
     /// ranks at this same point of the run) and keep the highest of each.
     pub(super) fn sample_memory(&mut self) -> Result<(), EngineError> {
-        let mine = own_memory()[1];
+        let mine = crate::report::own_memory()[1];
         let mut node = [0u64];
         self.comm.allreduce(&[mine], &mut node, ReduceOp::Sum)?;
         self.peak_pss = (self.peak_pss.0.max(mine), self.peak_pss.1.max(node[0]));
@@ -95,7 +138,7 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         self.sample_memory()?;
         let comm = self.comm;
         let ranks = comm.size();
-        let [peak_rss, pss, pss_anon, pss_shmem] = own_memory();
+        let [peak_rss, pss, pss_anon, pss_shmem] = crate::report::own_memory();
         let mine = [peak_rss, pss, self.peak_pss.0, pss_anon, pss_shmem];
         let mut all = vec![0u64; mine.len() * ranks];
         let counts = vec![mine.len(); ranks];
@@ -137,6 +180,7 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
         Ok(TrainReport {
             first_trajectory_bases,
             checkpoint,
+            phase_work: self.phase_work.clone(),
             rows: self.rows.clone(),
             stop,
             phases: self.phases,
