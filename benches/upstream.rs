@@ -154,11 +154,14 @@ struct Shape {
     rounds: usize,
 }
 
+/// The command line of a run of a case (first path) into an output directory.
+type CommandFor = Box<dyn Fn(&Path, &Path) -> Command>;
+
 /// One way of running a case: its label and its command line.
 struct Variant {
     label: String,
     shared_engine: bool,
-    command: Box<dyn Fn(&Path, &Path) -> Command>,
+    command: CommandFor,
 }
 
 fn variants(cli: &Path, bin: &Path, cpus: usize) -> Vec<Variant> {

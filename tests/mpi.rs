@@ -1,6 +1,8 @@
 //! The same engine on MPI (cobre-comm's ferrompi backend) and on shared
 //! memory: `cobre-shm -p 2 train` and `mpiexec -n 2 cobre-shm train --backend
-//! mpi` must write bit-identical convergence and policy files. Needs a build
+//! mpi` must write bit-identical convergence and policy files, and so must
+//! `cobre-shm -p 2 run` and `mpiexec -n 2 cobre-shm run` on an upstream
+//! case directory. Needs a build
 //! with `--features mpi` and an MPI installation (`scripts/install-mpi.sh`);
 //! otherwise the tests print a notice and return.
 
@@ -128,6 +130,73 @@ fn shm_and_mpi_train_bit_identically() {
         mpi.iter().all(|r| r.1 == "cobre_comm_heap_fallback"),
         "{mpi:?}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn shm_and_mpi_run_an_upstream_study_bit_identically() {
+    let (mpiexec, mpi_args) = match mpiexec() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("NOTICE: skipping the shm-vs-MPI run test: {why}");
+            return;
+        }
+    };
+    let dir = workdir("run");
+    let case = dir.join("case");
+    let o = Command::new(common::launcher_bin())
+        .arg("generate-cobre-case")
+        .arg(&case)
+        .args(["--hydros", "3", "--stages", "6", "--iterations", "5"])
+        .output()
+        .expect("generate-cobre-case");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shm_out = dir.join("shm");
+    let o = Command::new(common::launcher_bin())
+        .args(["-q", "-p", "2", "--threads", "1", "run"])
+        .arg(&case)
+        .arg("--output")
+        .arg(&shm_out)
+        .output()
+        .expect("shm run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mpi_out = dir.join("mpi");
+    let o = Command::new(&mpiexec)
+        .args(&mpi_args)
+        .args(["-n", "2"])
+        .arg(common::launcher_bin())
+        .args(["-q", "--threads", "1", "run"])
+        .arg(&case)
+        .arg("--output")
+        .arg(&mpi_out)
+        .output()
+        .expect("mpiexec run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta = |out: &Path, f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).expect(f)).expect("JSON")
+    };
+    let (s, m) = (
+        meta(&shm_out, "training/metadata.json"),
+        meta(&mpi_out, "training/metadata.json"),
+    );
+    assert_eq!(s["engine"], "shared");
+    assert_eq!(m["engine"], "shared");
+    assert_eq!(m["distribution"]["backend"], "mpi");
+    assert_eq!(s["bounds"], m["bounds"], "training bounds differ");
+    let (s, m) = (
+        meta(&shm_out, "simulation/metadata.json"),
+        meta(&mpi_out, "simulation/metadata.json"),
+    );
+    assert_eq!(s["cost"], m["cost"], "simulated costs differ");
+    for stage in std::fs::read_dir(shm_out.join("policy/cuts")).expect("cuts") {
+        let name = stage.expect("entry").file_name();
+        assert!(
+            std::fs::read(shm_out.join("policy/cuts").join(&name)).expect("shm cuts")
+                == std::fs::read(mpi_out.join("policy/cuts").join(&name)).expect("mpi cuts"),
+            "policy/cuts/{} differs between shm and MPI",
+            name.to_string_lossy()
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

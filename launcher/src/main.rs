@@ -398,7 +398,7 @@ fn start_job(cli: &Cli) -> Result<i32, String> {
             Ok(code)
         }
         Some(Command::Run(args)) => {
-            let code = run::start(args, &plan, &opts, verbosity, dry)?;
+            let code = run::start(args, &plan, &opts, cli.threads, verbosity, dry)?;
             if dry {
                 println!("case directory: ok");
             }

@@ -1,6 +1,7 @@
 //! `cobre-shm -p N run CASE_DIR`: an upstream Cobre study (the case
-//! directory `cobre run` reads) trained and simulated by upstream
-//! cobre-sddp 0.18 on this job's shm ranks (crate `cobre-shm-run`).
+//! directory `cobre run` reads) on this job's shm ranks, or as one rank of
+//! an MPI job (`--backend mpi` under `mpiexec`); the study itself is
+//! crate `cobre-shm-upstream`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -29,6 +30,23 @@ pub struct RunArgs {
     /// training, a copy per rank (the reference)
     #[arg(long, value_enum, default_value_t = EngineArg::Shared)]
     pub engine: EngineArg,
+    /// `shm`: fork the ranks here; `mpi`: this process is one MPI rank (run
+    /// under `mpiexec`; needs a build with `--features mpi`; every rank
+    /// holds its own copy of the shared data); `auto`: mpi when started by
+    /// an MPI launcher, else shm
+    #[arg(long, value_enum, default_value_t = RunBackend::Auto)]
+    pub backend: RunBackend,
+}
+
+/// Where the ranks of `run` come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunBackend {
+    /// `mpi` under an MPI launcher, `shm` otherwise.
+    Auto,
+    /// One process per rank, forked by this launcher, shared memory.
+    Shm,
+    /// This process is one rank of an MPI job (cobre-comm's ferrompi backend).
+    Mpi,
 }
 
 /// `--engine`.
@@ -52,7 +70,7 @@ fn check(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// One rank: attach, run the study, map the outcome to an exit code.
+/// One shm rank: attach, run the study, map the outcome to an exit code.
 fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
     let rank = ctx.placement.rank;
     crate::log::init(rank, v);
@@ -63,27 +81,33 @@ fn rank_body(ctx: &RankContext, args: &RunArgs, v: Verbosity) -> i32 {
             return 1;
         }
     };
+    run_rank(&comm, args, ctx.placement.threads, v)
+}
+
+/// One rank of any backend: run the study, map the outcome to an exit code.
+fn run_rank(comm: &Comm, args: &RunArgs, threads: usize, v: Verbosity) -> i32 {
+    let rank = comm.rank();
     let opts = RunOptions {
         case_dir: args.case_dir.clone(),
         output: args.output.clone(),
-        threads: ctx.placement.threads,
+        threads,
         quiet: v.quiet,
-        backend: "shm",
+        backend: comm.backend_name(),
         engine: match args.engine {
             EngineArg::Shared => cobre_shm_upstream::Engine::Shared,
             EngineArg::Upstream => cobre_shm_upstream::Engine::Upstream,
         },
     };
-    match cobre_shm_upstream::run_study(&comm, &opts) {
+    match cobre_shm_upstream::run_study(comm, &opts) {
         Ok(outcome) => outcome.exit_code(),
         // The failing rank says why; its peers only follow it.
         Err(RunError::Peer { .. }) => {
-            settle(&comm);
+            settle(comm);
             1
         }
         Err(e) => {
             crate::launch::line(&format!("cobre-shm: rank {rank}: {e}"));
-            settle(&comm);
+            settle(comm);
             1
         }
     }
@@ -106,13 +130,43 @@ pub fn start(
     args: &RunArgs,
     plan: &Plan,
     opts: &LaunchOptions,
+    threads_override: Option<usize>,
     v: Verbosity,
     dry_run: bool,
 ) -> Result<i32, String> {
     check(args)?;
+    let mpi = match args.backend {
+        RunBackend::Auto => cobre_shm::comm::mpi_launch_detected(),
+        RunBackend::Shm => false,
+        RunBackend::Mpi => true,
+    };
     if dry_run {
         return Ok(0);
     }
+    if mpi {
+        return run_on_mpi(args, threads_override, v);
+    }
     let body = |ctx: &RankContext| rank_body(ctx, args, v);
     launch(plan, &Program::Run(&body), opts)
+}
+
+/// `run` as one rank of an MPI job. Rank 0 reads the case and the others
+/// receive it, as on shm; a failure there ends every rank through the
+/// study's own collectives.
+fn run_on_mpi(
+    args: &RunArgs,
+    threads_override: Option<usize>,
+    v: Verbosity,
+) -> Result<i32, String> {
+    let threads = crate::train::mpi_threads(threads_override);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::limits::check_threads(threads, cpus)?;
+    let comm = cobre_shm::comm::create_mpi_communicator().map_err(|e| {
+        format!("{e}. Build with `cargo build --release --features mpi` and run under mpiexec")
+    })?;
+    crate::log::init(comm.rank(), v);
+    let code = run_rank(&comm, args, threads, v);
+    // Finalise MPI (dropping the communicator) before exiting.
+    drop(comm);
+    Ok(code)
 }

@@ -89,7 +89,7 @@ pub enum TrainBackend {
 
 /// Worker threads of an MPI rank: `--threads`, else `RAYON_NUM_THREADS`,
 /// else this machine's CPUs divided among the MPI ranks on it.
-fn mpi_threads(threads_override: Option<usize>) -> usize {
+pub fn mpi_threads(threads_override: Option<usize>) -> usize {
     let env = |k: &str| {
         std::env::var(k)
             .ok()

@@ -167,6 +167,9 @@ pub fn write_dir(dir: &Path, files: &[(&str, &Contents<'_>)]) -> Result<(), Atom
     write_dir_with(dir, files, &Carry::default())
 }
 
+/// A check of a finished staging directory: `Err(why)` keeps the old set.
+pub type Verify<'a> = dyn Fn(&Path) -> Result<(), String> + 'a;
+
 /// What a new set takes over from the one it replaces, and what it must pass
 /// before it replaces it.
 #[derive(Default)]
@@ -176,7 +179,7 @@ pub struct Carry<'a> {
     pub keep: &'a [(&'a str, &'a str)],
     /// Called on the finished staging directory, synced; an error keeps the
     /// old set in place.
-    pub verify: Option<&'a dyn Fn(&Path) -> Result<(), String>>,
+    pub verify: Option<&'a Verify<'a>>,
 }
 
 /// [`write_dir`], carrying files of the old set over and checking the new
