@@ -88,7 +88,7 @@ fn assert_same_files(a: &Path, b: &Path, sub: &str, context: &str) {
 }
 
 #[test]
-fn one_and_two_ranks_give_the_same_study() {
+fn every_split_of_ranks_and_threads_gives_the_same_study() {
     let dir = workdir("same");
     let case = dir.join("case");
     write_case(
@@ -96,8 +96,10 @@ fn one_and_two_ranks_give_the_same_study() {
         &["--hydros", "3", "--stages", "5", "--iterations", "6"],
     );
     let mut results = Vec::new();
-    for (ranks, threads) in [("1", "2"), ("2", "1")] {
-        let out = dir.join(format!("out-{ranks}"));
+    // 4 × 1 outnumbers this machine's CPUs: it must still give the same study.
+    let splits = [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2"), ("4", "1")];
+    for (ranks, threads) in splits {
+        let out = dir.join(format!("out-{ranks}x{threads}"));
         let o = run(&["-q", "-p", ranks, "--threads", threads], &case, &out);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(
@@ -125,10 +127,13 @@ fn one_and_two_ranks_give_the_same_study() {
     }
     let lb = results[0].0["final_lower_bound"].as_f64().expect("bound");
     assert!(lb.is_finite() && lb > 0.0, "{lb}");
-    assert_eq!(results[0].0, results[1].0, "bounds differ");
-    assert_eq!(results[0].1, results[1].1, "simulated costs differ");
-    // The cuts themselves, byte for byte.
-    assert_same_files(&results[0].2, &results[1].2, "policy/cuts", "");
+    for (r, (ranks, threads)) in results.iter().zip(splits).skip(1) {
+        let at = format!(" at {ranks} x {threads}");
+        assert_eq!(results[0].0, r.0, "bounds differ{at}");
+        assert_eq!(results[0].1, r.1, "simulated costs differ{at}");
+        // The cuts themselves, byte for byte.
+        assert_same_files(&results[0].2, &r.2, "policy/cuts", &at);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

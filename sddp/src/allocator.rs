@@ -41,3 +41,23 @@ pub fn trim() {
         libc::malloc_trim(0);
     }
 }
+
+/// Heap bytes glibc holds free in all its arenas (0 elsewhere).
+#[must_use]
+pub fn free_heap_bytes() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallinfo2 only reads glibc's own arena statistics under their
+    // locks and returns them by value; it touches no memory the program owns.
+    let free = unsafe { libc::mallinfo2() }.fordblks;
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let free = 0;
+    free
+}
+
+/// [`trim`] when more than `over` bytes lie free in the arenas: the check
+/// costs far less than the trim's system calls, so it can run often.
+pub fn trim_over(over: usize) {
+    if free_heap_bytes() > over {
+        trim();
+    }
+}

@@ -122,6 +122,10 @@ pub struct TrainOptions {
     /// [`crate::allocator::release_eagerly`]); otherwise free pages go back
     /// once per iteration only.
     pub release_eagerly: bool,
+    /// Keep what a checkpoint needs (every trajectory's bases as of the
+    /// last completed iteration, gathered on rank 0 at a report); off when
+    /// nothing will write a checkpoint, which saves two copies of the bases.
+    pub keep_checkpoint: bool,
 }
 
 impl TrainOptions {

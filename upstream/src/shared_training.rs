@@ -113,6 +113,8 @@ fn options(settings: &UpstreamTraining, threads: usize) -> Result<TrainOptions, 
         // Upstream's stage LPs are large enough that unmapping every freed
         // buffer costs more time than it saves memory (allocator.rs).
         release_eagerly: false,
+        // `run` writes upstream's policy, not our checkpoint.
+        keep_checkpoint: false,
     })
 }
 

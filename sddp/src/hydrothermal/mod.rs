@@ -71,6 +71,7 @@ pub fn options(case: &Case, threads: usize) -> (TrainOptions, u64) {
         fault: None,
         checkpoint_every: Some(TrainOptions::DEFAULT_CHECKPOINT_EVERY),
         release_eagerly: true,
+        keep_checkpoint: true,
     };
     (opts, t.seed.unwrap_or(0))
 }

@@ -192,6 +192,7 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
             self.pool
                 .append_cuts(self.comm, lane, &self.split.rank_counts, &records)?;
             self.phases.cut_exchange += t1.elapsed();
+            self.trim_between_stages();
         }
         Ok(())
     }

@@ -14,6 +14,9 @@ impl<C: EngineComm, M: Model> Trainer<'_, C, M> {
     /// Collective: the checkpoint of the completed iterations, on rank 0
     /// (every rank's committed bases gathered there); `None` elsewhere.
     pub(super) fn snapshot(&self) -> Result<Option<State>, EngineError> {
+        if !self.opts.keep_checkpoint {
+            return Ok(None);
+        }
         let (bases, lb_basis, slack) = &self.committed;
         let mine: Vec<u8> = bases
             .iter()
