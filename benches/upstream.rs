@@ -20,7 +20,8 @@
 //! Run: `cargo build --release --workspace && cargo bench -p cobre-shm-bench
 //! --bench upstream` (about 45 minutes on 2 cores: 40 hydros, 24 stages, 10
 //! openings, 32 forward passes, 16/32/64 iterations). `-- --quick`: a
-//! 4-hydro case in about a minute.
+//! 4-hydro case in about a minute; `-- --speed-only`: the speed rounds alone
+//! (about 7 minutes).
 
 mod common;
 
@@ -236,6 +237,7 @@ fn generate(bin: &Path, dir: &Path, shape: &Shape, iterations: usize) -> (PathBu
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let speed_only = std::env::args().any(|a| a == "--speed-only");
     let Some(cli) = cobre_cli() else {
         println!(
             "NOTICE: cobre-cli 0.18 not found (scripts/install-cobre-cli.sh, then \
@@ -269,7 +271,8 @@ fn main() {
     println!("# cobre-shm run (shared engine) vs cobre run (cobre-cli 0.18), {cpus} CPUs\n");
     // results[size][variant]: every round's measurements.
     let mut results: Vec<Vec<Vec<Measured>>> = Vec::new();
-    for (k, &iterations) in shape.iterations.iter().enumerate() {
+    let sizes = if speed_only { 1 } else { shape.iterations.len() };
+    for (k, &iterations) in shape.iterations.iter().enumerate().take(sizes) {
         let (case, args) = generate(&bin, &dir, &shape, iterations);
         println!("$ cobre-shm generate-cobre-case CASE {args}");
         let cuts = (iterations * shape.passes) as f64;
@@ -295,7 +298,9 @@ fn main() {
     }
     println!();
     speed_table(&vs, &results[0], shape.iterations[0]);
-    memory_tables(&vs, &results, &shape);
+    if !speed_only {
+        memory_tables(&vs, &results, &shape);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
