@@ -271,7 +271,11 @@ fn main() {
     println!("# cobre-shm run (shared engine) vs cobre run (cobre-cli 0.18), {cpus} CPUs\n");
     // results[size][variant]: every round's measurements.
     let mut results: Vec<Vec<Vec<Measured>>> = Vec::new();
-    let sizes = if speed_only { 1 } else { shape.iterations.len() };
+    let sizes = if speed_only {
+        1
+    } else {
+        shape.iterations.len()
+    };
     for (k, &iterations) in shape.iterations.iter().enumerate().take(sizes) {
         let (case, args) = generate(&bin, &dir, &shape, iterations);
         println!("$ cobre-shm generate-cobre-case CASE {args}");
