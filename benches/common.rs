@@ -74,6 +74,20 @@ pub fn train_summary(
         .expect("summary.json is JSON")
 }
 
+/// Least-squares line `y = a + b x` through `points`: `(a, b)` (`b = 0`
+/// when every x is the same).
+pub fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = if sxx == 0.0 { 0.0 } else { sxy / sxx };
+    (my - b * mx, b)
+}
+
 /// Bytes as megabytes.
 pub fn mb(b: f64) -> f64 {
     b / 1e6

@@ -22,20 +22,7 @@ use cobre_shm_sddp::hydrothermal::{case::Case, HydroThermal};
 use cobre_shm_sddp::Model;
 use serde_json::Value;
 
-use common::{launcher, mb, train_summary, write_case};
-
-/// Least-squares line `y = a + b x`.
-fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let b = if sxx == 0.0 { 0.0 } else { sxy / sxx };
-    (my - b * mx, b)
-}
+use common::{fit, launcher, mb, train_summary, write_case};
 
 fn node(s: &Value, key: &str) -> f64 {
     s["memory"][key].as_f64().unwrap_or(f64::NAN)

@@ -47,34 +47,10 @@ struct Measured {
     state_len: Option<f64>,
 }
 
-/// Pids of `pid` and all its descendants (through every thread's children).
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        i += 1;
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
-}
-
 /// Pss of one process in bytes (0 once it is gone).
 fn pss(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb * 1024.0)
+    cobre_shm_sddp::report::read_kib(&text, "Pss:") as f64
 }
 
 /// Run `cmd` to the end, sampling its tree's node PSS; the peak in bytes.
@@ -89,7 +65,10 @@ fn run_sampled(mut cmd: Command, label: &str) -> f64 {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        let node: f64 = process_tree(child.id()).into_iter().map(pss).sum();
+        let node: f64 = cobre_shm::launch::descendants(child.id())
+            .into_iter()
+            .map(pss)
+            .sum();
         peak = peak.max(node);
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -199,19 +178,6 @@ fn variants(cli: &Path, bin: &Path, cpus: usize) -> Vec<Variant> {
         });
     }
     v
-}
-
-/// Least-squares slope and intercept of `y` over `x`.
-fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    let slope = sxy / sxx;
-    (slope, my - slope * mx)
 }
 
 fn generate(bin: &Path, dir: &Path, shape: &Shape, iterations: usize) -> (PathBuf, String) {
@@ -367,7 +333,7 @@ fn memory_tables(vs: &[Variant], results: &[Vec<Vec<Measured>>], shape: &Shape) 
             .zip(results)
             .map(|(&c, r)| (c as f64, peak(&r[i])))
             .collect();
-        let (slope, _) = fit(&points);
+        let (_, slope) = common::fit(&points);
         slopes.push(slope);
         print!("| `{}` |", v.label);
         for (_, y) in &points {

@@ -10,10 +10,7 @@ use std::process::Command;
 use common::launcher_bin;
 
 fn workdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-bench-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("bench-test-{tag}"))
 }
 
 #[test]

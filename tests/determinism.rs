@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-det-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("det-{tag}"))
 }
 
 fn run(args: &[&str], case: &Path, out: &Path) {

@@ -132,10 +132,7 @@ fn judge(mut child: Child, limit: Duration, marker: &str, before: &[String]) -> 
 }
 
 fn workdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir("hostile")
 }
 
 /// `cobre-shm run` on broken upstream Cobre case directories: each a copy

@@ -18,18 +18,11 @@ use common::{launcher_bin, send_signal};
 use nix::sys::signal::Signal;
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-int-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("int-{tag}"))
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::output_text(o)
 }
 
 /// `cobre-shm -q -p 1 [--dry-run] train CASE --forward-passes 4 --seed 5
@@ -252,7 +245,7 @@ fn a_run_killed_while_writing_checkpoints_leaves_one_that_resumes() {
             .expect("start");
         std::thread::sleep(Duration::from_millis(*ms));
         // The whole tree: the launcher's ranks are in process groups of their own.
-        let pids = common::process_tree(job.id());
+        let pids = cobre_shm::launch::descendants(job.id());
         for p in &pids {
             let _ = send_signal(*p, Signal::SIGKILL);
         }

@@ -42,11 +42,15 @@ fn mpiexec() -> Result<(String, Vec<String>), String> {
     ))
 }
 
+/// [`mpiexec`], or `None` after a notice that `what` is skipped and why.
+fn mpiexec_or_notice(what: &str) -> Option<(String, Vec<String>)> {
+    mpiexec()
+        .map_err(|why| eprintln!("NOTICE: skipping the {what}: {why}"))
+        .ok()
+}
+
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-mpi-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("mpi-{tag}"))
 }
 
 /// `(name, storage)` of every shared region the run reports.
@@ -64,12 +68,8 @@ fn storage(dir: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn shm_and_mpi_train_bit_identically() {
-    let (mpiexec, mpi_args) = match mpiexec() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("NOTICE: skipping the shm-vs-MPI test: {why}");
-            return;
-        }
+    let Some((mpiexec, mpi_args)) = mpiexec_or_notice("shm-vs-MPI test") else {
+        return;
     };
     let dir = workdir("train");
     let case = dir.join("case.json");
@@ -135,12 +135,8 @@ fn shm_and_mpi_train_bit_identically() {
 
 #[test]
 fn shm_and_mpi_run_an_upstream_study_bit_identically() {
-    let (mpiexec, mpi_args) = match mpiexec() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("NOTICE: skipping the shm-vs-MPI run test: {why}");
-            return;
-        }
+    let Some((mpiexec, mpi_args)) = mpiexec_or_notice("shm-vs-MPI run test") else {
+        return;
     };
     let dir = workdir("run");
     let case = dir.join("case");
@@ -202,12 +198,8 @@ fn shm_and_mpi_run_an_upstream_study_bit_identically() {
 
 #[test]
 fn create_communicator_detects_an_mpi_launch() {
-    let (mpiexec, mpi_args) = match mpiexec() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("NOTICE: skipping the MPI auto-detection test: {why}");
-            return;
-        }
+    let Some((mpiexec, mpi_args)) = mpiexec_or_notice("MPI auto-detection test") else {
+        return;
     };
     let example = common::launcher_bin()
         .with_file_name("examples")
@@ -234,12 +226,8 @@ fn create_communicator_detects_an_mpi_launch() {
 /// why.
 #[test]
 fn a_bad_case_under_mpiexec_ends_the_job() {
-    let (mpiexec, mpi_args) = match mpiexec() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("NOTICE: skipping the MPI failure test: {why}");
-            return;
-        }
+    let Some((mpiexec, mpi_args)) = mpiexec_or_notice("MPI failure test") else {
+        return;
     };
     let mut child = Command::new(&mpiexec)
         .args(&mpi_args)

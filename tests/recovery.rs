@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-rec-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("rec-{tag}"))
 }
 
 fn train(layout: &[&str], case: &Path, out: &Path, extra: &[&str]) -> Output {

@@ -21,18 +21,11 @@ use common::{launcher_bin, send_signal};
 use nix::sys::signal::Signal;
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-rel-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("rel-{tag}"))
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::output_text(o)
 }
 
 fn is_root() -> bool {

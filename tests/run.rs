@@ -7,15 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::launcher_bin;
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-run-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("run-{tag}"))
 }
 
 fn write_case(dir: &Path, extra: &[&str]) {
@@ -28,30 +25,12 @@ fn write_case(dir: &Path, extra: &[&str]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Run the launcher to its end; assert it left nothing in `/dev/shm` (only
-/// its own segments are looked at: other tests run beside this one).
 fn run(args: &[&str], case: &Path, out: &Path) -> Output {
-    let child = Command::new(launcher_bin())
-        .args(args)
-        .arg("run")
-        .arg(case)
-        .arg("--output")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cobre-shm run");
-    let pid = child.id();
-    let o = child.wait_with_output().expect("cobre-shm run");
-    let left = common::launcher_leftovers(pid);
-    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
-    o
+    common::launcher_run(args, case, out, &[])
 }
 
 fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("JSON")
+    common::json_file(path)
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

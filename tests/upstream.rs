@@ -20,15 +20,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::launcher_bin;
 
 fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cobre-shm-up-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
+    common::work_dir(&format!("up-{tag}"))
 }
 
 /// The source directory of registry crate `krate` (`name-version`).
@@ -137,24 +134,10 @@ fn coverage(dir: &Path) -> Vec<(String, PathBuf)> {
     cases
 }
 
-/// Run the launcher to its end; assert it left nothing in `/dev/shm`.
+/// Run the launcher to its end; it must succeed and leave nothing in
+/// `/dev/shm`.
 fn run(args: &[&str], case: &Path, out: &Path, extra: &[&str]) -> Output {
-    let child = Command::new(launcher_bin())
-        .args(args)
-        .arg("run")
-        .arg(case)
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cobre-shm run");
-    let pid = child.id();
-    let o = child.wait_with_output().expect("cobre-shm run");
-    let left = common::launcher_leftovers(pid);
-    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    let o = common::launcher_run(args, case, out, extra);
     assert!(
         o.status.success(),
         "{args:?} run {}: {}",
@@ -165,8 +148,7 @@ fn run(args: &[&str], case: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("JSON")
+    common::json_file(path)
 }
 
 /// The lower bound of every iteration in `out`'s `training/convergence.parquet`.

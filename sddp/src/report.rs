@@ -92,8 +92,9 @@ pub struct PhaseTimes {
     pub bounds_sync: Duration,
 }
 
-/// A `kB` field of a `/proc` file, in bytes (0 when absent).
-fn read_kib(text: &str, key: &str) -> u64 {
+/// A `kB` field of a `/proc` file's text, in bytes (0 when absent).
+#[must_use]
+pub fn read_kib(text: &str, key: &str) -> u64 {
     text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -268,6 +268,58 @@ pub fn summary(dir: &std::path::Path) -> serde_json::Value {
         .expect("summary.json is JSON")
 }
 
+/// `cobre-shm ARGS run CASE --output OUT EXTRA…` to its end; asserts it
+/// left nothing in `/dev/shm` (only its own segments are looked at: other
+/// tests run beside this one).
+pub fn launcher_run(
+    args: &[&str],
+    case: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let child = Command::new(launcher_bin())
+        .args(args)
+        .arg("run")
+        .arg(case)
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cobre-shm run");
+    let pid = child.id();
+    let o = child.wait_with_output().expect("cobre-shm run");
+    let left = launcher_leftovers(pid);
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    o
+}
+
+/// The JSON file at `path`.
+pub fn json_file(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// A fresh, empty scratch directory `cobre-shm-<name>-<this pid>` in the
+/// system's temporary directory.
+pub fn work_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cobre-shm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+/// A finished command's stdout followed by its stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Send `sig` to `pid` (through the syscall: no `kill` program needed).
 pub fn send_signal(pid: u32, sig: nix::sys::signal::Signal) -> nix::Result<()> {
     let pid = i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
@@ -293,25 +345,4 @@ pub fn read_segment_bytes(name: &str, offset: usize, out: &mut [u8]) {
     let f = std::fs::File::open(format!("/dev/shm{name}")).expect("open the segment file");
     f.read_exact_at(out, offset as u64)
         .expect("read the segment file");
-}
-
-/// `pid` and all its descendants (through every thread's children).
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        i += 1;
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                kids.split_whitespace()
-                    .filter_map(|k| k.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
 }

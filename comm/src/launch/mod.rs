@@ -17,7 +17,8 @@ pub use crate::cleanup::{
 };
 pub use crate::control::{describe_abort, AbortSpec, Control, NO_RANK};
 pub use crate::os::process::{
-    die_with_parent, fork_single_threaded, make_sent_faults_fatal, orphans_of, state, Forked,
+    descendants, die_with_parent, fork_single_threaded, make_sent_faults_fatal, orphans_of, state,
+    Forked,
 };
 pub use crate::os::segment::{Segment, SHM_DIR};
 pub use crate::wait::poll_until;

@@ -154,6 +154,29 @@ pub fn make_sent_faults_fatal() {
     }
 }
 
+/// `pid` and every process below it (the children of each of its threads,
+/// their children, …), as `/proc` shows them now.
+#[must_use]
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
 /// Pids of the live processes whose parent is `parent` (for a child
 /// subreaper: the orphans it inherited).
 #[must_use]

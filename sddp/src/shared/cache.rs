@@ -107,16 +107,7 @@ impl<C: EngineComm> StageCache<C> {
         let mut my_ints = Vec::with_capacity(block(comm.rank(), Extent::ints));
         for t in mine {
             let lp = model.stage_lp(t);
-            for part in [
-                &lp.values,
-                &lp.col_lower,
-                &lp.col_upper,
-                &lp.objective,
-                &lp.row_lower,
-                &lp.row_upper,
-                &lp.col_scale,
-                &lp.row_scale,
-            ] {
+            for part in template_reals(lp) {
                 my_reals.extend_from_slice(part);
             }
             my_ints.extend_from_slice(&lp.col_starts);
@@ -162,7 +153,8 @@ impl<C: EngineComm> StageCache<C> {
         &self.reals.lane(0)[at..at + e.cols]
     }
 
-    /// Copy stage `t`'s structural LP into `out` (reusing its buffers).
+    /// Copy stage `t`'s structural LP into `out` (reusing its buffers); the
+    /// reals come back in [`template_reals`]'s order.
     pub fn fill(&self, t: usize, out: &mut StageTemplate) {
         let e = self.stages[t];
         let (n, m, nz) = (e.cols, e.rows, e.nonzeros);
@@ -208,4 +200,20 @@ impl<C: EngineComm> StageCache<C> {
 fn refill<T: Copy>(dst: &mut Vec<T>, src: &[T]) {
     dst.clear();
     dst.extend_from_slice(src);
+}
+
+/// The real arrays of a stage template, in the order the cache stores them
+/// (and a model's fingerprint hashes them).
+#[must_use]
+pub fn template_reals(lp: &StageTemplate) -> [&[f64]; 8] {
+    [
+        &lp.values,
+        &lp.col_lower,
+        &lp.col_upper,
+        &lp.objective,
+        &lp.row_lower,
+        &lp.row_upper,
+        &lp.col_scale,
+        &lp.row_scale,
+    ]
 }

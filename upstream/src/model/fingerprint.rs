@@ -53,16 +53,7 @@ pub(super) fn fingerprint(m: &UpstreamModel<'_>) -> u64 {
         for v in [&lp.col_starts, &lp.row_indices] {
             v.iter().for_each(|&x| h.bytes(&x.to_le_bytes()));
         }
-        for v in [
-            &lp.values,
-            &lp.col_lower,
-            &lp.col_upper,
-            &lp.objective,
-            &lp.row_lower,
-            &lp.row_upper,
-            &lp.col_scale,
-            &lp.row_scale,
-        ] {
+        for v in cobre_shm_sddp::shared::cache::template_reals(lp) {
             h.f64s(v);
         }
         h.usize(m.theta_column(t));
